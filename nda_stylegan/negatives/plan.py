@@ -1,0 +1,122 @@
+"""TilePlan: the one parameter format that every built-in negative samples into.
+
+A plan says, for each image ``n`` of a batch, where each output pixel comes from. Applying it
+is a single gather over memory (``nda_stylegan.ops.tile.apply_plan``), so a batch that mixes
+jigsaw, stitch, mosaic, rotate, cutout, cutmix and mixup images is made by one kernel call.
+
+Per image, three stages are applied in order:
+
+1. **Tiles.** The image is cut into a ``gh x gw`` grid (``grid[n]``). Tiles are
+   ``th = H // gh`` by ``tw = W // gw`` pixels; the last row/column of tiles absorbs the
+   remainder when the size is not divisible. Output tile ``t = ti * gw + tj`` is filled from
+   ``tiles[n, t] = (src_image, src_tile, rot)``: tile ``src_tile`` of image ``src_image``,
+   turned by ``rot`` quarter turns counter-clockwise (the sense of ``torch.rot90``).
+   Local coordinates use the *output* tile's size; every source coordinate is clamped into
+   the image, so no plan can read out of bounds.
+2. **Blend.** ``v = w * v + (1 - w) * images[blend_src[n], c, y, x]`` with ``w = blend_w[n]``
+   (``w == 1`` leaves ``v`` alone), computed in float32 (float64 for double input).
+3. **Box.** Inside ``box[n] = (y0, y1, x0, x1, mode, src)`` (half-open), ``mode`` 0 does
+   nothing, 1 fills with the per-channel mean of ``images[n]`` over the box (cutout), 2 pastes
+   ``images[src]`` at the same place (cutmix).
+
+Applying also returns ``flags[n]``: bit 0 set when the output differs from ``images[n]``
+anywhere (a negative equal to its source is not a negative), bit 1 set when the output holds
+a non-finite value.
+"""
+
+import torch
+
+BOX_NONE, BOX_FILL, BOX_PASTE = 0, 1, 2
+FLAG_CHANGED, FLAG_NONFINITE = 1, 2
+
+
+class TilePlan:
+    """Per-image sampling parameters of tile-based negatives (all tensors on one device).
+
+    Attributes: ``grid`` int64 ``[N, 2]``; ``tiles`` int64 ``[N, T, 3]`` (``T`` >= every
+    ``gh * gw``; unused entries are ignored); ``box`` int64 ``[N, 6]``; ``blend_src`` int64
+    ``[N]``; ``blend_w`` float32 ``[N]``.
+    """
+
+    __slots__ = ("grid", "tiles", "box", "blend_src", "blend_w")
+
+    def __init__(self, grid, tiles, box, blend_src, blend_w):
+        self.grid = grid
+        self.tiles = tiles
+        self.box = box
+        self.blend_src = blend_src
+        self.blend_w = blend_w
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def identity(cls, batch, gh=1, gw=1, device="cpu"):
+        """A plan that copies every image unchanged on a ``gh x gw`` grid."""
+        n_tiles = gh * gw
+        ids = torch.arange(batch, device=device)
+        tiles = torch.zeros(batch, n_tiles, 3, dtype=torch.int64, device=device)
+        tiles[:, :, 0] = ids[:, None]
+        tiles[:, :, 1] = torch.arange(n_tiles, device=device)[None, :]
+        grid = torch.tensor([gh, gw], dtype=torch.int64, device=device).repeat(batch, 1)
+        box = torch.zeros(batch, 6, dtype=torch.int64, device=device)
+        box[:, 5] = ids
+        return cls(grid, tiles, box, ids.clone(), torch.ones(batch, dtype=torch.float32, device=device))
+
+    def tensors(self):
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    @property
+    def batch(self):
+        return self.grid.shape[0]
+
+    def to(self, device):
+        return TilePlan(*(t.to(device) for t in self.tensors()))
+
+    def clone(self):
+        return TilePlan(*(t.clone() for t in self.tensors()))
+
+    def padded(self, n_tiles):
+        """The same plan with room for ``n_tiles`` tiles per image (extra entries unused)."""
+        have = self.tiles.shape[1]
+        if have >= n_tiles:
+            return self
+        pad = torch.zeros(self.batch, n_tiles - have, 3, dtype=self.tiles.dtype, device=self.tiles.device)
+        return TilePlan(self.grid, torch.cat([self.tiles, pad], 1), self.box, self.blend_src, self.blend_w)
+
+    @staticmethod
+    def select(plans, choice):
+        """Merge plans of one batch: image ``n`` takes its plan from ``plans[choice[n]]``."""
+        n_tiles = max(p.tiles.shape[1] for p in plans)
+        plans = [p.padded(n_tiles) for p in plans]
+        out = plans[0].clone()
+        for k, plan in enumerate(plans[1:], start=1):
+            pick = choice == k
+            for name in TilePlan.__slots__:
+                getattr(out, name)[pick] = getattr(plan, name)[pick]
+        return out
+
+    def subset(self, index):
+        """Rows ``index`` of the plan; image references are left as they are (into the full batch)."""
+        return TilePlan(*(t[index] for t in self.tensors()))
+
+    # -- checks -------------------------------------------------------------------------
+    def check(self, images):
+        """Raise ValueError when this plan does not fit ``images`` (cheap: parameters only)."""
+        n, _, h, w = images.shape
+        if self.batch != n:
+            raise ValueError("plan is for a batch of %d images but got %d" % (self.batch, n))
+        gh, gw = self.grid[:, 0], self.grid[:, 1]
+        if bool((gh < 1).any() or (gw < 1).any() or (gh > h).any() or (gw > w).any()):
+            raise ValueError("plan grid must be between 1x1 and the image size %dx%d" % (h, w))
+        if bool((gh * gw > self.tiles.shape[1]).any()):
+            raise ValueError("plan has fewer tile entries than its grid needs")
+        for name, idx in (("tile source", self.tiles[..., 0]), ("blend source", self.blend_src),
+                          ("box source", self.box[:, 5])):
+            if bool((idx < 0).any() or (idx >= n).any()):
+                raise ValueError("plan %s index out of range for a batch of %d" % (name, n))
+        if bool((self.tiles[..., 2] < 0).any() or (self.tiles[..., 2] > 3).any()):
+            raise ValueError("plan rotation must be 0..3 quarter turns")
+        if bool((self.box[:, 4] < 0).any() or (self.box[:, 4] > 2).any()):
+            raise ValueError("plan box mode must be 0 (none), 1 (fill) or 2 (paste)")
+
+    def __repr__(self):
+        return "TilePlan(batch=%d, max_tiles=%d)" % (self.batch, self.tiles.shape[1])
