@@ -1,0 +1,143 @@
+"""Train a StyleGAN2-ADA-style GAN; installed trainer plugins (e.g. NDA) add their own options.
+
+The options and their meanings follow NVlabs stylegan2-ada-pytorch's train.py. Plugins are found
+through the ``stylegan.trainer_plugins`` entry points (training/plugins.py), exactly as a patched
+host fork finds them.
+"""
+
+import inspect
+import json
+import sys
+
+import click
+
+from training import checks, distributed, options, plugins, presets
+from training.run_dir import create_run_dir, write_json_atomic
+
+
+class CommaSeparatedList(click.ParamType):
+    name = "list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        if value is None or value.strip().lower() in ("", "none"):
+            return []
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _presets_help():
+    return "\n".join("  %-10s %s" % (name, presets.PRESET_HELP[name]) for name in presets.preset_names())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.pass_context
+# General options.
+@click.option("--outdir", help="Where to make run folders", required=True, metavar="DIR")
+@click.option("--gpus", help="Number of processes (GPUs; CPU processes without a GPU) [default: 1]", type=int, metavar="INT")
+@click.option("--snap", help="Snapshot interval in ticks [default: 50; cpu preset: 5]", type=int, metavar="INT")
+@click.option("--metrics", help="Comma-separated metric names, 'none', or 'auto' [default: auto = fid50k_full "
+              "if the Inception file is already on disk, else none]", type=CommaSeparatedList())
+@click.option("--seed", help="Random seed [default: 0]", type=int, metavar="INT")
+@click.option("-n", "--dry-run", help="Print the training options and exit", is_flag=True)
+# Dataset.
+@click.option("--data", help="Training data (folder or zip) [default: the built-in cartoon faces]", metavar="PATH")
+@click.option("--cond", help="Train a conditional model on the dataset's labels [default: false]", type=bool, metavar="BOOL")
+@click.option("--subset", help="Train with only N images [default: all]", type=int, metavar="INT")
+@click.option("--mirror", help="Add x-flipped copies of the data [default: false]", type=bool, metavar="BOOL")
+# Base config.
+@click.option("--cfg", help="Base config [default: auto]", type=click.Choice(presets.preset_names()))
+@click.option("--gamma", help="Override R1 gamma", type=float)
+@click.option("--kimg", help="Override training length (thousands of real images)", type=int, metavar="INT")
+@click.option("--batch", help="Override the global batch size", type=int, metavar="INT")
+# Discriminator augmentation.
+@click.option("--aug", help="Augmentation mode [default: ada]", type=click.Choice(list(options.AUG_MODES)))
+@click.option("--p", help="Augmentation probability for --aug=fixed", type=float)
+@click.option("--target", help="ADA target value for --aug=ada [default: 0.6]", type=float)
+@click.option("--augpipe", help="Augmentation pipeline: blit, geom, color, filter, noise, cutout, bg, bgc, bgcf, "
+              "bgcfn, bgcfnc [default: bgc]", metavar="NAME")
+# Transfer learning.
+@click.option("--resume", help="Resume from a network snapshot [default: noresume]", metavar="PKL")
+@click.option("--freezed", help="Freeze-D: number of frozen discriminator layers [default: 0]", type=int, metavar="INT")
+# Performance.
+@click.option("--fp32", help="Disable mixed precision (always off on a CPU) [default: false]", type=bool, metavar="BOOL")
+@click.option("--allow-tf32", help="Allow TF32 in matmul and convolutions [default: false]", type=bool, metavar="BOOL")
+@click.option("--workers", help="DataLoader worker processes [default: 3 on GPU, 0 on CPU]", type=int, metavar="INT")
+def main(ctx, outdir, dry_run, **kwargs):
+    """Train a StyleGAN2-ADA-style GAN, with the options of installed trainer plugins (e.g. NDA).
+
+    \b
+    Examples:
+      # The built-in dataset with jigsaw + stitch negatives (NDA); on a CPU a short run.
+      python train.py --nda=jigsaw,stitch --outdir runs/
+      # Conditional CIFAR-10-like data on 2 GPUs.
+      python train.py --outdir runs/ --data cifar10.zip --gpus 2 --cfg cifar --cond 1
+      # Several nodes: torchrun sets RANK/WORLD_SIZE; --gpus is then taken from it.
+      torchrun --nnodes 2 --nproc-per-node 8 ... train.py --outdir runs/ --data ffhq.zip
+
+    \b
+    Base configs (--cfg):
+    """
+    plugin_values = plugins.pop_plugin_options(kwargs, PLUGINS)
+    env = distributed.torchrun_env()
+    desc, c, info = options.build_config(torchrun_world=env[1] if env else None, **kwargs)
+    names = plugins.apply_plugins(c, PLUGINS, plugin_values)
+    desc = "-".join([desc] + names)
+    checks.check_networks(c, info)
+    checks.check_outdir(outdir)
+
+    is_leader = env is None or env[0] == 0
+    if dry_run:
+        if is_leader:
+            _print_options(c, desc, outdir)
+            print("Dry run; exiting.")
+        return
+
+    if env is None:
+        c["run_dir"] = create_run_dir(outdir, desc)
+        write_json_atomic(c["run_dir"] + "/training_options.json", c)
+        _print_options(c, desc, outdir)
+        print("Launching %d process(es) on %s..." % (c["num_gpus"], c["device"]))
+        distributed.launch(distributed.run_training_loop, c["num_gpus"], c["device"], args=(c,))
+        return
+
+    # Under torchrun every process runs this file: rank 0 makes the folder, the others learn it.
+    rank, _ = distributed.join_torchrun(c["device"])
+    try:
+        run_dir = None
+        if rank == 0:
+            run_dir = create_run_dir(outdir, desc)
+            c["run_dir"] = run_dir
+            write_json_atomic(run_dir + "/training_options.json", c)
+            _print_options(c, desc, outdir)
+        c["run_dir"] = distributed.broadcast_object(run_dir)
+        distributed.run_training_loop(rank, c)
+    finally:
+        distributed.close_process_group()
+
+
+def _print_options(c, desc, outdir):
+    ts = c["training_set_kwargs"]
+    print()
+    print("Training options:")
+    print(json.dumps(c, indent=2))
+    print()
+    print("Output directory:   %s" % c.get("run_dir", "%s/<next id>-%s" % (outdir, desc)))
+    print("Training data:      %s" % ts.get("path", "built-in dataset"))
+    print("Training duration:  %s kimg" % c["total_kimg"])
+    print("Processes:          %d on %s" % (c["num_gpus"], c["device"]))
+    print("Number of images:   %s" % ts["max_size"])
+    print("Image resolution:   %s" % ts["resolution"])
+    print("Conditional model:  %s" % ts["use_labels"])
+    print("Dataset x-flips:    %s" % ts["xflip"])
+    print("Metrics:            %s" % (", ".join(c["metrics"]) or "none"))
+    print()
+    sys.stdout.flush()
+
+
+PLUGINS = plugins.discover_plugins()
+plugins.add_plugin_options(main, PLUGINS)
+main.help = inspect.cleandoc(main.help) + "\n" + _presets_help()
+
+if __name__ == "__main__":
+    main()

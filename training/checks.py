@@ -1,0 +1,145 @@
+"""Checks of train.py's inputs that need to open something: the dataset, the networks, a
+``--resume`` snapshot, the output folder, the metric names. Each failure is a one-line
+``click.UsageError`` naming the problem and the fix."""
+
+import collections
+import os
+
+import click
+
+DatasetInfo = collections.namedtuple("DatasetInfo", "name size resolution num_channels has_labels label_dim")
+
+
+def fail(message):
+    raise click.UsageError(message)
+
+
+def _construct(kwargs, **extra):
+    from training.util import construct_class_by_name
+
+    return construct_class_by_name(**kwargs, **extra)
+
+
+def open_dataset(kwargs, option="--data"):
+    """Open the dataset once to learn its shape; every way it can be unusable becomes a UsageError."""
+    from training.dataset import DatasetError
+
+    try:
+        ds = _construct(kwargs)
+    except DatasetError as exc:
+        fail("%s: %s" % (option, exc))
+    except (OSError, ValueError) as exc:
+        fail("%s: cannot read %s (%s)" % (option, kwargs.get("path", "the dataset"), exc))
+    if len(ds) == 0:
+        fail("%s: the dataset has no images; point --data at a folder or zip of images" % option)
+    channels, height, width = ds.image_shape
+    if height != width:
+        fail("%s: images are %dx%d; they must be square (crop them, e.g. with dataset_tool.py)" % (option, width, height))
+    if height < 4 or height & (height - 1):
+        fail("%s: image size %d is not a power of two >= 4; resize to e.g. %d (dataset_tool.py)"
+             % (option, height, 1 << max(2, height.bit_length() - 1)))
+    if channels not in (1, 3):
+        fail("%s: images have %d channels; use greyscale (1) or RGB (3)" % (option, channels))
+    name = getattr(ds, "name", None) or "builtin"
+    info = DatasetInfo(name=name, size=len(ds), resolution=height, num_channels=channels,
+                       has_labels=bool(getattr(ds, "has_labels", False)), label_dim=int(getattr(ds, "label_dim", 0)))
+    close = getattr(ds, "close", None)
+    if close is not None:
+        close()
+    return info
+
+
+def augment_presets(augment_module):
+    """The --augpipe choices, from training.augment."""
+    pipes = getattr(augment_module, "AUGPIPE_PRESETS", None) or getattr(augment_module, "PRESETS", None)
+    if not pipes:
+        raise RuntimeError("training.augment has no AUGPIPE_PRESETS dict of --augpipe choices")
+    return pipes
+
+
+def resolve_metrics(names):
+    """``None``/``["auto"]`` -> the default: fid50k_full only when the Inception file is already on
+    disk (training must never start a download), else no metric. Other names must be known."""
+    from metrics import registry
+
+    if names is None or names == ["auto"]:
+        return default_metrics()
+    unknown = [n for n in names if not registry.is_valid_metric(n)]
+    if unknown:
+        fail("--metrics: unknown metric(s) %s; choose from %s, or none" % (", ".join(unknown), ", ".join(registry.list_metrics())))
+    return list(names)
+
+
+def default_metrics():
+    from metrics import detectors
+
+    try:
+        detectors.find_detector_file("inception", download=False)
+    except (ValueError, OSError):
+        return []
+    return ["fid50k_full"]
+
+
+def check_resume_file(path):
+    if not os.path.isfile(path):
+        fail("--resume: %s is not a file; give the path of a network snapshot (network-snapshot-*.pkl)" % path)
+    return os.path.abspath(path)
+
+
+def _shapes(module):
+    out = {k: tuple(v.shape) for k, v in module.named_parameters()}
+    out.update({k: tuple(v.shape) for k, v in module.named_buffers()})
+    return out
+
+
+def check_networks(c, info):
+    """Build G and D once with the run's settings: catches settings the networks do not accept
+    (e.g. --freezed on networks without layer freezing) and a --resume snapshot of another
+    architecture, before any run folder or process exists."""
+    common = dict(c_dim=info.label_dim if c["training_set_kwargs"].get("use_labels") else 0,
+                  img_resolution=info.resolution, img_channels=info.num_channels)
+    try:
+        G = _construct(c["G_kwargs"], **common)
+    except (TypeError, ValueError) as exc:
+        fail("the generator cannot be built with these options: %s" % exc)
+    try:
+        D = _construct(c["D_kwargs"], **common)
+    except (TypeError, ValueError) as exc:
+        if "freeze_layers" in str(exc):
+            fail("--freezed: this discriminator does not support freezing layers (%s); drop --freezed" % exc)
+        fail("the discriminator cannot be built with these options: %s" % exc)
+    if c.get("resume"):
+        _check_resume_architecture(c["resume"], {"G": G, "D": D})
+
+
+def _check_resume_architecture(path, nets):
+    from training.snapshot import load_network_file
+
+    try:
+        data = load_network_file(path)
+    except Exception as exc:  # unpickling / format errors of any kind: the file is the problem
+        fail("--resume: cannot load %s (%s: %s); give a snapshot written by this trainer" % (path, type(exc).__name__, exc))
+    for name, net in nets.items():
+        if name not in data or data[name] is None:
+            fail("--resume: %s has no %s network" % (path, name))
+        want, have = _shapes(net), _shapes(data[name])
+        for key in sorted(set(want) | set(have)):
+            if want.get(key) != have.get(key):
+                fail("--resume: %s holds a %s of another architecture (%s: snapshot %s, this run %s); "
+                     "use the --cfg, --cond and data resolution it was trained with"
+                     % (path, name, key, have.get(key, "missing"), want.get(key, "missing")))
+
+
+def check_outdir(outdir):
+    """--outdir must be a folder we can create or write into."""
+    path = os.path.abspath(outdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        fail("--outdir: %s exists and is not a folder; choose another --outdir" % outdir)
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        fail("--outdir: %s cannot be created because %s is not a folder" % (outdir, probe))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail("--outdir: %s is not writable; choose a folder you can write to" % probe)
+    return path

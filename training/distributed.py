@@ -1,0 +1,98 @@
+"""Running the training loop in several processes with torch.distributed.
+
+Two ways in, one code path:
+- ``train.py --gpus N`` spawns N local processes (torch.multiprocessing) that meet through a
+  ``file://`` rendezvous in a temporary folder;
+- ``torchrun`` (multi-node or single-node) starts the processes itself and sets ``RANK``,
+  ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``: we join with ``env://``.
+Backend: NCCL on GPUs, gloo on the CPU (so several CPU processes also work, e.g. in tests).
+"""
+
+import os
+import tempfile
+
+import torch
+
+
+def backend_for(device):
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def torchrun_env():
+    """``(rank, world_size, local_rank)`` when started by torchrun (or any launcher that sets
+    torch's standard variables), else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    return rank, world_size, local_rank
+
+
+def setup_process_device(device, local_rank, local_world_size):
+    """Pin a GPU process to its own GPU; split the CPU cores between CPU processes so they do
+    not oversubscribe the machine."""
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+    elif local_world_size > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
+
+
+def init_process_group(rank, world_size, device, init_method):
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=backend_for(device), init_method=init_method,
+                                             rank=rank, world_size=world_size)
+
+
+def close_process_group():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def broadcast_object(obj, src=0):
+    """Rank ``src``'s ``obj`` on every rank (a no-op in a single process)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return obj
+    holder = [obj]
+    torch.distributed.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def _spawned_process(rank, fn, world_size, device, init_method, args):
+    setup_process_device(device, rank, world_size)
+    init_process_group(rank, world_size, device, init_method)
+    try:
+        fn(rank, *args)
+    finally:
+        close_process_group()
+
+
+def launch(fn, world_size, device="cpu", args=()):
+    """Run ``fn(rank, *args)`` in ``world_size`` processes joined by torch.distributed.
+
+    ``fn`` must be importable by name (a module-level function): processes are spawned, not
+    forked, because CUDA cannot be used in forked children. One process runs in place.
+    """
+    if world_size == 1:
+        fn(0, *args)
+        return
+    with tempfile.TemporaryDirectory(prefix="nda-stylegan-dist-") as tmp:
+        init_method = "file://" + os.path.abspath(os.path.join(tmp, "rendezvous"))
+        torch.multiprocessing.spawn(_spawned_process, args=(fn, world_size, device, init_method, args),
+                                    nprocs=world_size, join=True)
+
+
+def join_torchrun(device):
+    """Join the process group torchrun prepared; returns ``(rank, world_size)``."""
+    rank, world_size, local_rank = torchrun_env()
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    setup_process_device(device, local_rank, local_world_size)
+    init_process_group(rank, world_size, device, "env://")
+    return rank, world_size
+
+
+def run_training_loop(rank, config):
+    """The per-process entry point of train.py: hand the config to the training loop."""
+    from training import training_loop  # imported here: spawned children import it themselves
+
+    training_loop.training_loop(rank=rank, **config)

@@ -1,0 +1,241 @@
+"""From train.py's option values to the training loop's config ``c`` (docs/contracts.md section 7).
+
+Every check that can fail on user input happens here, before a run folder exists or a process
+starts, and fails with a ``click.UsageError`` (one line, exit code 2) saying what was wrong and
+how to fix it. The option meanings follow stylegan2-ada-pytorch's train.py.
+"""
+
+import click
+import torch
+
+from training import presets
+from training import checks
+
+AUG_MODES = ("ada", "noaug", "fixed")
+DEFAULT_AUGPIPE = "bgc"
+DEFAULT_ADA_TARGET = 0.6
+BUILTIN_DATASET = "training.dataset.BuiltinDataset"
+FOLDER_DATASET = "training.dataset.ImageFolderDataset"
+
+
+def fail(message):
+    raise click.UsageError(message)
+
+
+def _device_for(num_gpus):
+    if torch.cuda.is_available():
+        if num_gpus > torch.cuda.device_count():
+            fail("--gpus=%d: only %d GPU(s) are visible; lower --gpus" % (num_gpus, torch.cuda.device_count()))
+        return "cuda"
+    return "cpu"  # several CPU processes are allowed (gloo): useful for tests and debugging
+
+
+def _dataset_config(data, cond, subset, mirror, seed, device):
+    if data is None:
+        kwargs = dict(class_name=BUILTIN_DATASET, use_labels=True, max_size=None, xflip=False)
+    else:
+        kwargs = dict(class_name=FOLDER_DATASET, path=data, use_labels=True, max_size=None, xflip=False)
+    info = checks.open_dataset(kwargs, option="--data" if data is not None else "built-in dataset")
+    kwargs["resolution"] = info.resolution
+    kwargs["max_size"] = len_all = info.size
+    desc = info.name
+    if cond:
+        if not info.has_labels:
+            fail("--cond=1 needs labels, but %s has none: add a dataset.json with labels or drop --cond" % desc)
+        kwargs["use_labels"] = True
+        desc += "-cond"
+    else:
+        kwargs["use_labels"] = False
+    if subset is not None:
+        if not 1 <= subset <= len_all:
+            fail("--subset must be between 1 and %d (the dataset's size), got %d" % (len_all, subset))
+        desc += "-subset%d" % subset
+        if subset < len_all:
+            kwargs["max_size"] = subset
+            kwargs["random_seed"] = seed
+    if mirror:
+        kwargs["xflip"] = True
+        desc += "-mirror"
+    loader = dict(pin_memory=(device == "cuda"), num_workers=3 if device == "cuda" else 0)
+    return kwargs, loader, desc, info
+
+
+def _network_config(spec, fp16):
+    """G_kwargs, D_kwargs in stylegan2-ada's layout."""
+    channel_base = spec.get("channel_base") or int(spec["fmaps"] * 32768)
+    channel_max = spec.get("channel_max", 512)
+    num_fp16_res = 4 if fp16 else 0
+    conv_clamp = 256 if fp16 else None  # clamping only guards float16 against overflow
+    G_kwargs = dict(class_name="training.networks.Generator", z_dim=spec.get("z_dim", 512), w_dim=spec.get("w_dim", 512),
+                    mapping_kwargs=dict(num_layers=spec["map"]),
+                    synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max,
+                                          num_fp16_res=num_fp16_res, conv_clamp=conv_clamp))
+    D_kwargs = dict(class_name="training.networks.Discriminator", channel_base=channel_base, channel_max=channel_max,
+                    num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
+                    block_kwargs=dict(), mapping_kwargs=dict(), epilogue_kwargs=dict(mbstd_group_size=spec["mbstd"]))
+    return G_kwargs, D_kwargs
+
+
+def _batch_config(spec, batch, num_gpus):
+    if batch is None:
+        batch_size = spec["mb"]
+        batch_gpu = max(1, min(spec["mb"] // spec["ref_gpus"], batch_size // num_gpus))
+    else:
+        batch_size = batch
+        batch_gpu = batch // num_gpus
+    if batch_size < 1 or batch_size % num_gpus != 0:
+        fail("--batch=%d must be at least 1 and divisible by the number of processes (--gpus=%d)" % (batch_size, num_gpus))
+    if batch_size % (batch_gpu * num_gpus) != 0:
+        fail("batch %d cannot be split into rounds of %d per process x %d processes; pick --batch as a multiple of %d"
+             % (batch_size, batch_gpu, num_gpus, batch_gpu * num_gpus))
+    group = min(spec["mbstd"], batch_gpu)  # the stddev layer groups at most the whole per-process batch
+    if batch_gpu % group != 0:
+        fail("per-process batch %d (--batch / --gpus) is not divisible by the minibatch-stddev group size %d; "
+             "use a --batch that is a multiple of %d" % (batch_gpu, group, group * num_gpus))
+    return batch_size, batch_gpu
+
+
+def _augment_config(aug, p, target, augpipe):
+    from training import augment
+
+    pipes = checks.augment_presets(augment)
+    c = dict(augment_kwargs=None, augment_p=0, ada_target=None)
+    desc = ""
+    if aug is not None:
+        desc += "-" + aug
+    aug = aug or "ada"
+    if aug not in AUG_MODES:
+        fail("--aug=%s is not supported; choose one of %s" % (aug, ", ".join(AUG_MODES)))
+    if aug == "ada":
+        c["ada_target"] = DEFAULT_ADA_TARGET
+    if aug == "fixed" and p is None:
+        fail("--aug=fixed needs --p (the fixed augmentation probability)")
+    if p is not None:
+        if aug != "fixed":
+            fail("--p can only be given with --aug=fixed")
+        if not 0 <= p <= 1:
+            fail("--p must be between 0 and 1, got %g" % p)
+        desc += "-p%g" % p
+        c["augment_p"] = p
+    if target is not None:
+        if aug != "ada":
+            fail("--target can only be given with --aug=ada")
+        if not 0 <= target <= 1:
+            fail("--target must be between 0 and 1, got %g" % target)
+        desc += "-target%g" % target
+        c["ada_target"] = target
+    if augpipe is None:
+        augpipe = DEFAULT_AUGPIPE
+    else:
+        if aug == "noaug":
+            fail("--augpipe cannot be given with --aug=noaug")
+        desc += "-" + augpipe
+    if augpipe not in pipes:
+        fail("--augpipe=%s is unknown; choose one of %s" % (augpipe, ", ".join(pipes)))
+    if aug != "noaug":
+        c["augment_kwargs"] = dict(class_name="training.augment.AugmentPipe", **pipes[augpipe])
+    return c, desc
+
+
+def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=None, subset=None, mirror=None,
+                 cfg=None, gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None,
+                 resume=None, freezed=None, fp32=None, allow_tf32=None, workers=None, torchrun_world=None):
+    """Return ``(desc, c, info)``: the run description (folder name without id), the loop's
+    config and the dataset's DatasetInfo.
+
+    ``torchrun_world``: the process count when torchrun started us (it then wins over --gpus).
+    """
+    c = {}
+    if torchrun_world is not None:
+        if gpus is not None and gpus != torchrun_world:
+            fail("--gpus=%d disagrees with torchrun's WORLD_SIZE=%d; drop --gpus under torchrun" % (gpus, torchrun_world))
+        gpus = torchrun_world
+    gpus = 1 if gpus is None else gpus
+    if gpus < 1 or gpus & (gpus - 1):
+        fail("--gpus must be a power of two (1, 2, 4, ...), got %d" % gpus)
+    device = _device_for(gpus) if torchrun_world is None else ("cuda" if torch.cuda.is_available() else "cpu")
+    c["num_gpus"] = gpus
+    c["device"] = device
+
+    seed = 0 if seed is None else seed
+    c["random_seed"] = seed
+
+    c["training_set_kwargs"], c["data_loader_kwargs"], desc, info = _dataset_config(
+        data, bool(cond), subset, bool(mirror), seed, device)
+    if workers is not None:
+        if workers < 0:
+            fail("--workers must be at least 0 (0 loads data in the training process)")
+        c["data_loader_kwargs"]["num_workers"] = workers
+    if c["data_loader_kwargs"]["num_workers"] > 0:
+        c["data_loader_kwargs"]["prefetch_factor"] = 2
+
+    cfg = "auto" if cfg is None else cfg
+    try:
+        cfg_name, spec = presets.resolve_preset(cfg, info.resolution, gpus, has_gpu=(device == "cuda"))
+    except ValueError as exc:
+        fail(str(exc))
+    desc += "-" + cfg_name
+    if spec.get("resolution") and spec["resolution"] != info.resolution:
+        fail("--cfg=%s is meant for %dx%d images, the data is %dx%d"
+             % (cfg_name, spec["resolution"], spec["resolution"], info.resolution, info.resolution))
+
+    snap = spec.get("snap", 50) if snap is None else snap
+    if snap < 1:
+        fail("--snap must be at least 1 (ticks between snapshots), got %d" % snap)
+    c["image_snapshot_ticks"] = c["network_snapshot_ticks"] = snap
+    c["kimg_per_tick"] = spec.get("kimg_per_tick", 4)
+
+    c["metrics"] = checks.resolve_metrics(metrics)
+
+    fp16 = device == "cuda" and not fp32  # mixed precision is ~17x slower on a CPU: fp32 there
+    c["G_kwargs"], c["D_kwargs"] = _network_config(spec, fp16)
+    if cfg_name == "cifar":
+        c["D_kwargs"]["architecture"] = "orig"  # no residual skips in D, as in the ADA paper's CIFAR runs
+    lr = spec["lrate"]
+    c["G_opt_kwargs"] = dict(class_name="torch.optim.Adam", lr=lr, betas=[0.0, 0.99], eps=1e-8)
+    c["D_opt_kwargs"] = dict(class_name="torch.optim.Adam", lr=lr, betas=[0.0, 0.99], eps=1e-8)
+    c["loss_kwargs"] = dict(class_name="training.loss.StyleGAN2Loss", r1_gamma=spec["gamma"])
+    if cfg_name == "cifar":
+        c["loss_kwargs"]["pl_weight"] = 0  # no path-length regularization
+        c["loss_kwargs"]["style_mixing_prob"] = 0  # no style mixing
+    c["G_reg_interval"] = 4
+    c["D_reg_interval"] = 16
+    c["total_kimg"] = spec["kimg"]
+    c["ema_kimg"] = spec["ema"]
+    c["ema_rampup"] = spec["ramp"]
+    c["ada_interval"] = 4
+    c["ada_kimg"] = 500
+
+    if gamma is not None:
+        if not gamma >= 0:
+            fail("--gamma must be non-negative, got %g" % gamma)
+        desc += "-gamma%g" % gamma
+        c["loss_kwargs"]["r1_gamma"] = gamma
+    if kimg is not None:
+        if kimg < 1:
+            fail("--kimg must be at least 1, got %d" % kimg)
+        desc += "-kimg%d" % kimg
+        c["total_kimg"] = kimg
+    if batch is not None:
+        desc += "-batch%d" % batch
+    c["batch_size"], c["batch_gpu"] = _batch_config(spec, batch, gpus)
+
+    aug_c, aug_desc = _augment_config(aug, p, target, augpipe)
+    c.update(aug_c)
+    desc += aug_desc
+
+    c["resume"] = None
+    if resume is not None and resume != "noresume":
+        c["resume"] = checks.check_resume_file(resume)
+        desc += "-resumecustom"
+        c["ada_kimg"] = 100  # let ADA react faster when starting from trained networks
+        c["ema_rampup"] = None
+    if freezed is not None:
+        if freezed < 0:
+            fail("--freezed must be non-negative (number of D layers to freeze), got %d" % freezed)
+        desc += "-freezed%d" % freezed
+        c["D_kwargs"]["block_kwargs"]["freeze_layers"] = freezed
+
+    c["cudnn_benchmark"] = True
+    c["allow_tf32"] = bool(allow_tf32)
+    return desc, c, info

@@ -1,0 +1,51 @@
+"""Run folders ``<outdir>/<id:05d>-<desc>`` with the next free id, and atomic JSON files."""
+
+import json
+import os
+import re
+import tempfile
+
+import click
+
+
+def next_run_id(outdir):
+    ids = []
+    if os.path.isdir(outdir):
+        for entry in os.listdir(outdir):
+            m = re.match(r"^(\d+)", entry)
+            if m and os.path.isdir(os.path.join(outdir, entry)):
+                ids.append(int(m.group(1)))
+    return max(ids, default=-1) + 1
+
+
+def create_run_dir(outdir, desc):
+    """Create and return a fresh run folder; a concurrent run taking the same id moves us on."""
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        for _ in range(100):
+            path = os.path.join(outdir, "%05d-%s" % (next_run_id(outdir), desc))
+            try:
+                os.makedirs(path)
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise click.UsageError("--outdir: cannot create a run folder in %s (%s); choose a writable --outdir"
+                               % (outdir, exc.strerror or exc))
+    raise click.UsageError("--outdir: no free run id in %s after 100 tries" % outdir)
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as JSON to ``path`` through a temp file in the same folder + os.replace,
+    so a reader never sees a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
