@@ -210,7 +210,9 @@ class Negative(object):
     # -- description --------------------------------------------------------------------------
     @classmethod
     def allowed_params_text(cls):
-        return ", ".join(cls.PARAMS) if cls.PARAMS else "none"
+        if not cls.PARAMS:
+            return "none"
+        return "; ".join("%s (%s)" % (key, spec.allowed()) for key, spec in cls.PARAMS.items())
 
     @classmethod
     def summary(cls):

@@ -43,11 +43,21 @@ class Mosaic(Negative):
     def sample_plan(self, n, height, width, generator):
         t = self.k * self.k
         if n >= t:
-            # k*k distinct images per output: the first t of a random order of the batch.
-            sources = uniform((n, n), generator).argsort(1)[:, :t]
+            sources = _distinct_sources(n, t, generator)
         else:
             sources, _ = redraw_until(lambda count: randint(n, (count, t), generator),
                                       lambda s: (s == s[:, :1]).all(1), n, max_rounds=10 ** 6)
         plan = identity_plan(n, self.k, self.k)
         plan.tiles[:, :, 0] = sources
         return plan
+
+
+def _distinct_sources(n, t, generator):
+    """Per row, ``t`` distinct images out of ``n`` in random order: Floyd's subset sampling,
+    vectorised over rows (a loop over the ``t`` tiles, memory ``n * t``, not ``n * n``)."""
+    chosen = torch.empty(n, t, dtype=torch.int64)
+    for i, j in enumerate(range(n - t, n)):
+        r = randint(j + 1, (n,), generator)
+        taken = (chosen[:, :i] == r[:, None]).any(1)
+        chosen[:, i] = torch.where(taken, torch.full_like(r, j), r)
+    return chosen.gather(1, uniform((n, t), generator).argsort(1))
