@@ -1,0 +1,87 @@
+"""training/distributed.py: spawning gloo processes, torchrun's environment, and that a 2-process
+run of the real training loop matches a 1-process run with the same global batch and seed."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # train.py's packages (training/, metrics/) live in the checkout, not site-packages
+    sys.path.insert(0, REPO)
+
+from training import distributed  # noqa: E402
+
+
+def _sum_ranks_worker(rank, out_dir):
+    """Spawned child: all-reduce (rank + 1) and record what this process saw."""
+    t = torch.tensor([float(rank + 1)])
+    torch.distributed.all_reduce(t)
+    shared = distributed.broadcast_object({"from": rank}, src=0)
+    record = dict(rank=rank, world=torch.distributed.get_world_size(), backend=torch.distributed.get_backend(),
+                  total=t.item(), shared=shared, threads=torch.get_num_threads())
+    with open(os.path.join(out_dir, "rank%d.json" % rank), "w") as f:
+        json.dump(record, f)
+
+
+def test_launch_two_cpu_processes_use_gloo_and_all_reduce(tmp_path):
+    distributed.launch(_sum_ranks_worker, 2, device="cpu", args=(str(tmp_path),))
+    records = [json.load(open(tmp_path / ("rank%d.json" % r))) for r in range(2)]
+    assert [r["rank"] for r in records] == [0, 1]
+    for r in records:
+        assert r["world"] == 2 and r["backend"] == "gloo"
+        assert r["total"] == 3.0  # 1 + 2: both processes took part
+        assert r["shared"] == {"from": 0}  # rank 0's object reached rank 1
+        assert r["threads"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_launch_one_process_runs_in_place_without_process_group():
+    seen = []
+    distributed.launch(lambda rank, x: seen.append((rank, x, torch.distributed.is_initialized())), 1, args=("a",))
+    assert seen == [(0, "a", False)]
+    assert distributed.broadcast_object(5) == 5
+
+
+def test_torchrun_env_is_read_from_torch_variables(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.torchrun_env() is None
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.torchrun_env() == (5, 8, 1)
+    assert distributed.backend_for("cuda") == "nccl" and distributed.backend_for("cpu") == "gloo"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TORCHRUN_SCRIPT = """
+import json, os, sys, torch
+from training import distributed
+rank, world = distributed.join_torchrun("cpu")
+t = torch.tensor([float(rank + 1)])
+torch.distributed.all_reduce(t)
+name = distributed.broadcast_object("folder-from-rank-%d" % rank)
+json.dump(dict(rank=rank, world=world, total=t.item(), name=name), open(os.path.join(sys.argv[1], "r%d.json" % rank), "w"))
+distributed.close_process_group()
+"""
+
+
+def test_same_code_joins_under_torchrun(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.load(open(tmp_path / ("r%d.json" % r))) for r in range(2)]
+    for r in records:
+        assert r["world"] == 2 and r["total"] == 3.0 and r["name"] == "folder-from-rank-0"
