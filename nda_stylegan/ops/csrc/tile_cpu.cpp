@@ -1,0 +1,286 @@
+// CPU kernel that applies a TilePlan (see nda_stylegan/negatives/plan.py for the semantics and
+// nda_stylegan/ops/tile_ref.py for the pure-PyTorch reference it must match).
+//
+// One pass over memory: every output row is gathered (tiles + rotation), blended, boxed and
+// compared with its source row while it is still in L1, so the flags cost no extra pass.
+// The only other read is the box mean of BOX_FILL images, taken over the box alone.
+// This file also defines the op schema; tile_cuda.cpp adds the CUDA implementation.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBoxFill = 1;
+constexpr int64_t kBoxPaste = 2;
+constexpr int32_t kFlagChanged = 1;
+constexpr int32_t kFlagNonFinite = 2;
+
+// Python's floor division and modulo (the reference uses them on possibly negative tile ids).
+inline int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+template <typename scalar_t> struct OpMath { using type = float; };
+template <> struct OpMath<double> { using type = double; };
+
+// The plan, validated (same conditions and messages as TilePlan.check, so the CPU path can
+// skip the Python-side check, which costs more than the whole kernel on small batches).
+struct Plan {
+  const int64_t* grid;
+  const int64_t* tiles;
+  int64_t n_tiles;  // T: entries per image
+  const int64_t* box;
+  const int64_t* blend_src;
+  const float* blend_w;
+};
+
+void check_plan_cpu(const Plan& p, int64_t n, int64_t h, int64_t w) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t gh = p.grid[2 * i], gw = p.grid[2 * i + 1];
+    TORCH_CHECK_VALUE(gh >= 1 && gw >= 1 && gh <= h && gw <= w,
+                      "plan grid must be between 1x1 and the image size ", h, "x", w);
+    TORCH_CHECK_VALUE(gh * gw <= p.n_tiles, "plan has fewer tile entries than its grid needs");
+  }
+  for (int64_t i = 0; i < n * p.n_tiles; ++i) {
+    const int64_t src = p.tiles[3 * i], rot = p.tiles[3 * i + 2];
+    TORCH_CHECK_VALUE(src >= 0 && src < n, "plan tile source index out of range for a batch of ", n);
+    TORCH_CHECK_VALUE(rot >= 0 && rot <= 3, "plan rotation must be 0..3 quarter turns");
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK_VALUE(p.blend_src[i] >= 0 && p.blend_src[i] < n,
+                      "plan blend source index out of range for a batch of ", n);
+    TORCH_CHECK_VALUE(p.box[6 * i + 5] >= 0 && p.box[6 * i + 5] < n,
+                      "plan box source index out of range for a batch of ", n);
+    const int64_t mode = p.box[6 * i + 4];
+    TORCH_CHECK_VALUE(mode >= 0 && mode <= 2, "plan box mode must be 0 (none), 1 (fill) or 2 (paste)");
+  }
+}
+
+// Box rows/columns clamped into the image: the reference's "inside" mask, as ranges.
+struct Box {
+  int64_t y0, y1, x0, x1, mode, src;
+};
+
+inline Box clamped_box(const int64_t* b, int64_t h, int64_t w) {
+  Box r;
+  r.y0 = clamp64(b[0], 0, h);
+  r.y1 = clamp64(b[1], 0, h);
+  r.x0 = clamp64(b[2], 0, w);
+  r.x1 = clamp64(b[3], 0, w);
+  r.mode = b[4];
+  r.src = b[5];
+  if (r.y1 <= r.y0 || r.x1 <= r.x0) r.y1 = r.y0 = r.x1 = r.x0 = 0;  // empty
+  return r;
+}
+
+// Per-channel mean of images[n] over its box, for BOX_FILL images (reads the box only).
+template <typename scalar_t>
+void box_means(const scalar_t* in, const Plan& p, int64_t n, int64_t c, int64_t h, int64_t w,
+               std::vector<scalar_t>& fill) {
+  using opmath_t = typename OpMath<scalar_t>::type;
+  fill.assign(n * c, scalar_t(0));
+  at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t img = i / c;
+      const Box b = clamped_box(p.box + 6 * img, h, w);
+      if (b.mode != kBoxFill) continue;
+      const scalar_t* plane = in + i * h * w;
+      double sum = 0;  // double: at least as accurate as the reference's float32 cascade sum
+      for (int64_t y = b.y0; y < b.y1; ++y)
+        for (int64_t x = b.x0; x < b.x1; ++x) sum += static_cast<double>(plane[y * w + x]);
+      const int64_t area = std::max<int64_t>((b.y1 - b.y0) * (b.x1 - b.x0), 1);
+      fill[i] = static_cast<scalar_t>(static_cast<opmath_t>(sum) / static_cast<opmath_t>(area));
+    }
+  });
+}
+
+// One tile's run of an output row: where it starts, how long it is, and where its source
+// starts when the source is one contiguous run (rotation 0, nothing clamped), else -1.
+struct Run {
+  int64_t x_begin, size, contiguous_src;
+};
+
+// Source offset (image * C*H*W + y * W + x) of every pixel of output row y of image n, and the
+// row's runs (one per tile column). Returns the number of runs.
+int64_t row_sources(const Plan& p, int64_t n, int64_t y, int64_t c, int64_t h, int64_t w, int64_t* idx,
+                    Run* runs) {
+  const int64_t gh = p.grid[2 * n], gw = p.grid[2 * n + 1];
+  const int64_t th = h / gh, tw = w / gw;
+  const int64_t ti = std::min(y / th, gh - 1);
+  const int64_t ly = y - ti * th;
+  const int64_t size_y = ti == gh - 1 ? h - (gh - 1) * th : th;
+  const int64_t chw = c * h * w;
+  for (int64_t tj = 0; tj < gw; ++tj) {
+    const int64_t x_begin = tj * tw;
+    const int64_t size_x = tj == gw - 1 ? w - (gw - 1) * tw : tw;
+    const int64_t* e = p.tiles + 3 * (n * p.n_tiles + ti * gw + tj);
+    const int64_t img = e[0], st = e[1], rot = e[2];
+    const int64_t si = floor_div(st, gw), sj = st - si * gw;
+    const int64_t base = img * chw;
+    int64_t* out = idx + x_begin;
+    runs[tj] = Run{x_begin, size_x, -1};
+    if (rot == 0) {
+      const int64_t row = base + clamp64(si * th + ly, 0, h - 1) * w;
+      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = row + clamp64(sj * tw + lx, 0, w - 1);
+      // Clamping keeps the run monotone with slope <= 1: equal ends mean no pixel was clamped.
+      if (out[size_x - 1] - out[0] == size_x - 1) runs[tj].contiguous_src = out[0];
+    } else if (rot == 1) {
+      const int64_t sx = clamp64(sj * tw + size_y - 1 - ly, 0, w - 1);
+      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = base + clamp64(si * th + lx, 0, h - 1) * w + sx;
+    } else if (rot == 2) {
+      const int64_t row = base + clamp64(si * th + size_y - 1 - ly, 0, h - 1) * w;
+      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = row + clamp64(sj * tw + size_x - 1 - lx, 0, w - 1);
+    } else {
+      const int64_t sx = clamp64(sj * tw + ly, 0, w - 1);
+      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = base + clamp64(si * th + size_x - 1 - lx, 0, h - 1) * w + sx;
+    }
+  }
+  return gw;
+}
+
+template <typename scalar_t>
+inline bool not_finite(scalar_t v) {
+  // |v| <= max is false for NaN and +-inf; this form vectorises, std::isfinite may not.
+  using opmath_t = typename OpMath<scalar_t>::type;
+  const opmath_t f = static_cast<opmath_t>(v);
+  return !(std::abs(f) <= std::numeric_limits<opmath_t>::max());
+}
+
+template <typename scalar_t>
+void apply_plan_kernel(const scalar_t* in, scalar_t* out, int32_t* flags, const Plan& p,
+                       int64_t n, int64_t c, int64_t h, int64_t w) {
+  using opmath_t = typename OpMath<scalar_t>::type;
+  const int64_t hw = h * w, chw = c * hw;
+  std::vector<scalar_t> fill;
+  box_means(in, p, n, c, h, w, fill);
+  std::vector<uint8_t> row_flags(n * h, 0);
+
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, c * w));
+  at::parallel_for(0, n * h, grain, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> idx(w);
+    std::vector<Run> runs(w);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t img = r / h, y = r % h;
+      const int64_t n_runs = row_sources(p, img, y, c, h, w, idx.data(), runs.data());
+      const opmath_t wgt = static_cast<opmath_t>(p.blend_w[img]);
+      const bool blending = p.blend_w[img] != 1.0f;
+      const scalar_t* blend_row = in + p.blend_src[img] * chw + y * w;
+      const Box b = clamped_box(p.box + 6 * img, h, w);
+      const bool boxed = b.mode != 0 && y >= b.y0 && y < b.y1;
+      const scalar_t* own_row = in + img * chw + y * w;
+      const scalar_t* paste_row = in + b.src * chw + y * w;
+      bool changed = false, nonfinite = false;
+      for (int64_t ch = 0; ch < c; ++ch) {
+        scalar_t* o = out + img * chw + ch * hw + y * w;
+        const scalar_t* plane = in + ch * hw;
+        for (int64_t k = 0; k < n_runs; ++k) {
+          const Run& run = runs[k];
+          if (run.contiguous_src >= 0 && run.size >= 8) {
+            std::memcpy(o + run.x_begin, plane + run.contiguous_src, sizeof(scalar_t) * run.size);
+          } else {
+            for (int64_t x = run.x_begin; x < run.x_begin + run.size; ++x) o[x] = plane[idx[x]];
+          }
+        }
+        if (blending) {
+          const scalar_t* other = blend_row + ch * hw;
+          for (int64_t x = 0; x < w; ++x)
+            o[x] = static_cast<scalar_t>(wgt * static_cast<opmath_t>(o[x]) +
+                                         (opmath_t(1) - wgt) * static_cast<opmath_t>(other[x]));
+        }
+        if (boxed) {
+          if (b.mode == kBoxFill) {
+            const scalar_t v = fill[img * c + ch];
+            for (int64_t x = b.x0; x < b.x1; ++x) o[x] = v;
+          } else {
+            const scalar_t* src = paste_row + ch * hw;
+            for (int64_t x = b.x0; x < b.x1; ++x) o[x] = src[x];
+          }
+        }
+        const scalar_t* own = own_row + ch * hw;
+        bool ch_changed = false, ch_nonfinite = false;
+        for (int64_t x = 0; x < w; ++x) {
+          ch_changed |= static_cast<opmath_t>(o[x]) != static_cast<opmath_t>(own[x]);
+          ch_nonfinite |= not_finite(o[x]);
+        }
+        changed |= ch_changed;
+        nonfinite |= ch_nonfinite;
+      }
+      row_flags[r] = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
+    }
+  });
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t f = 0;
+    for (int64_t y = 0; y < h; ++y) f |= row_flags[i * h + y];
+    flags[i] = f;
+  }
+}
+
+at::Tensor plan_tensor(const at::Tensor& t, at::ScalarType dtype, const char* name) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "plan tensor ", name, " must be on the CPU like the images");
+  TORCH_CHECK_VALUE(t.scalar_type() == dtype, "plan tensor ", name, " must be ", dtype, ", got ",
+                    t.scalar_type());
+  return t.contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor> apply_plan_cpu(const at::Tensor& images_in, const at::Tensor& grid_in,
+                                                  const at::Tensor& tiles_in, const at::Tensor& box_in,
+                                                  const at::Tensor& blend_src_in,
+                                                  const at::Tensor& blend_w_in) {
+  TORCH_CHECK_VALUE(images_in.dim() == 4, "images must be N, C, H, W; got ", images_in.dim(), " dims");
+  const auto dtype = images_in.scalar_type();
+  TORCH_CHECK_VALUE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+                    "tile kernel supports float32, float64, float16 and bfloat16 images, got ", dtype);
+  const at::Tensor images = images_in.contiguous();  // also turns channels_last into NCHW
+  const int64_t n = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
+  const at::Tensor grid = plan_tensor(grid_in, at::kLong, "grid");
+  const at::Tensor tiles = plan_tensor(tiles_in, at::kLong, "tiles");
+  const at::Tensor box = plan_tensor(box_in, at::kLong, "box");
+  const at::Tensor blend_src = plan_tensor(blend_src_in, at::kLong, "blend_src");
+  const at::Tensor blend_w = plan_tensor(blend_w_in, at::kFloat, "blend_w");
+  TORCH_CHECK_VALUE(grid.dim() == 2 && grid.size(0) == n, "plan is for a batch of ", grid.size(0),
+                    " images but got ", n);
+  TORCH_CHECK_VALUE(grid.dim() == 2 && grid.size(0) == n && grid.size(1) == 2 && tiles.dim() == 3 &&
+                        tiles.size(0) == n && tiles.size(2) == 3 && box.dim() == 2 && box.size(0) == n &&
+                        box.size(1) == 6 && blend_src.numel() == n && blend_w.numel() == n,
+                    "plan tensors have the wrong shapes for a batch of ", n, " images");
+
+  at::Tensor out = at::empty({n, c, h, w}, images.options());
+  at::Tensor flags = at::empty({n}, images.options().dtype(at::kInt));
+  if (n == 0) return {out, flags};
+  const Plan p{grid.data_ptr<int64_t>(), tiles.data_ptr<int64_t>(), tiles.size(1), box.data_ptr<int64_t>(),
+               blend_src.data_ptr<int64_t>(), blend_w.data_ptr<float>()};
+  check_plan_cpu(p, n, h, w);
+  if (c == 0) {  // nothing to compare: an empty image never differs
+    flags.zero_();
+    return {out, flags};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "nda_tile_apply_plan_cpu", [&] {
+    apply_plan_kernel<scalar_t>(images.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), flags.data_ptr<int32_t>(),
+                                p, n, c, h, w);
+  });
+  return {out, flags};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(nda_tile, m) {
+  m.def("apply_plan(Tensor images, Tensor grid, Tensor tiles, Tensor box, Tensor blend_src, Tensor blend_w)"
+        " -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(nda_tile, CPU, m) {
+  m.impl("apply_plan", &apply_plan_cpu);
+}

@@ -1,0 +1,37 @@
+"""Loading and calling the fused TilePlan kernel (C++ on CPU, CUDA on GPU).
+
+The library ``nda_tile`` is built on first use through ``nda_stylegan.ops.build`` (cached per
+source hash, memoised per process: a failed build warns once and is never retried).
+"""
+
+import os
+
+import torch
+
+from . import build
+
+_CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+LIBRARY = "nda_tile"
+CPU_SOURCES = (os.path.join(_CSRC, "tile_cpu.cpp"),)
+CUDA_SOURCES = (os.path.join(_CSRC, "tile_cuda.cpp"), os.path.join(_CSRC, "tile_cuda_kernel.cu"))
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def unsupported_reason(images):
+    """Why the kernel cannot apply a plan to ``images`` (None when it can). May build it."""
+    if images.dtype not in DTYPES:
+        return "the tile kernel supports float32, float64, float16 and bfloat16 images, not %s" % images.dtype
+    kind = images.device.type
+    if kind not in ("cpu", "cuda"):
+        return "the tile kernel runs on cpu and cuda devices, not %s" % kind
+    if build.ops_mode() == "reference":
+        return "NDA_STYLEGAN_OPS=reference disables the tile kernel"
+    # With a GPU visible the library is built with its CUDA sources, so cuda images are covered.
+    if not build.load_op_library(LIBRARY, CPU_SOURCES, CUDA_SOURCES):
+        return "the tile kernel failed to build (see the warning above)"
+    return None
+
+
+def apply_plan_kernel(images, plan):
+    """Run the kernel (call ``unsupported_reason`` first). Returns ``(out, flags)``."""
+    return torch.ops.nda_tile.apply_plan(images, plan.grid, plan.tiles, plan.box, plan.blend_src, plan.blend_w)
