@@ -1,0 +1,177 @@
+"""Pretrained feature detectors (TorchScript), found offline first and downloaded otherwise.
+
+The files are the ones stylegan2-ada-pytorch publishes, under their published names:
+``inception-2015-12-05.pt`` (Inception-v3: ``net(uint8 NCHW, return_features=True)`` -> 2048-d,
+``net(x, no_output_bias=True)`` -> class probabilities) and ``vgg16.pt`` (``net(x,
+return_features=True)`` -> 4096-d, ``net(x, resize_images=False, return_lpips=True)`` -> LPIPS
+features). Where a file is looked for, in order:
+
+1. ``detectors_dir`` (``calc_metrics.py --detectors DIR``), else the folder in the environment
+   variable ``NDA_STYLEGAN_DETECTORS``: the offline path, never a download;
+2. the download cache (``cache_dir``, default ``$NDA_STYLEGAN_METRICS_CACHE/detectors`` or
+   ``~/.cache/nda_stylegan/metrics/detectors``);
+3. a download from the published URL into that cache (atomic, size- and format-checked).
+"""
+
+import collections
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+
+import torch
+
+ENV_DETECTORS = "NDA_STYLEGAN_DETECTORS"
+ENV_CACHE = "NDA_STYLEGAN_METRICS_CACHE"
+_CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+
+DetectorSpec = collections.namedtuple("DetectorSpec", "name filename url min_bytes sha256")
+DetectorSpec.__doc__ = """Where a detector comes from and what a good copy looks like
+(``min_bytes``: smallest plausible size; ``sha256``: expected digest, or None when unpublished)."""
+
+# Both published files are tens of megabytes; a few hundred bytes means an error page.
+INCEPTION = DetectorSpec("inception", "inception-2015-12-05.pt", _CDN + "inception-2015-12-05.pt",
+                         10 * 2 ** 20, None)
+VGG16 = DetectorSpec("vgg16", "vgg16.pt", _CDN + "vgg16.pt", 10 * 2 ** 20, None)
+DETECTORS = {spec.name: spec for spec in (INCEPTION, VGG16)}
+
+_ZIP_MAGIC = b"PK\x03\x04"  # TorchScript files are zip archives
+_loaded = {}  # (path, mtime, device) -> module
+
+
+class DetectorUnavailableError(ValueError):
+    """A detector file is neither on disk nor downloadable; the message says how to provide it."""
+
+
+def default_cache_dir():
+    root = os.environ.get(ENV_CACHE) or os.path.join(os.path.expanduser("~"), ".cache", "nda_stylegan", "metrics")
+    return os.path.join(root, "detectors")
+
+
+def get_spec(name_or_spec):
+    if isinstance(name_or_spec, DetectorSpec):
+        return name_or_spec
+    if name_or_spec not in DETECTORS:
+        raise ValueError("unknown detector %r; known: %s" % (name_or_spec, ", ".join(sorted(DETECTORS))))
+    return DETECTORS[name_or_spec]
+
+
+def _how_to_provide(spec, cache_dir):
+    return ("download %s and put it as %s into a folder given by --detectors DIR or %s=DIR, "
+            "or into %s" % (spec.url, spec.filename, ENV_DETECTORS, cache_dir))
+
+
+def check_detector_file(path, spec):
+    """Raise ValueError when ``path`` cannot be a good copy of ``spec``'s file."""
+    size = os.path.getsize(path)
+    if size < spec.min_bytes:
+        raise ValueError("%s has %d bytes, fewer than the %d a real %s has" % (path, size, spec.min_bytes, spec.filename))
+    with open(path, "rb") as f:
+        if f.read(4) != _ZIP_MAGIC:
+            raise ValueError("%s is not a TorchScript archive (no zip header)" % path)
+    if spec.sha256 is not None:
+        digest = _sha256_of(path)
+        if digest != spec.sha256:
+            raise ValueError("%s has sha256 %s, expected %s" % (path, digest, spec.sha256))
+
+
+def _sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_file(url, dest, spec, timeout=60.0, chunk_bytes=1 << 20):
+    """Download ``url`` to ``dest`` atomically: a temp file in the same folder, checked, then
+    ``os.replace``; on any failure nothing is left at ``dest`` or beside it."""
+    folder = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            expected = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+            received = 0
+            for block in iter(lambda: response.read(chunk_bytes), b""):
+                out.write(block)
+                received += len(block)
+        if expected is not None and int(expected) != received:
+            raise ValueError("download of %s was cut short: %d of %s bytes" % (url, received, expected))
+        check_detector_file(tmp, spec)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are shared, readable files
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return dest
+
+
+def find_detector_file(name_or_spec, detectors_dir=None, cache_dir=None, download=True):
+    """Path of the detector's file on disk, downloading it into the cache when needed."""
+    spec = get_spec(name_or_spec)
+    offline_dir = detectors_dir or os.environ.get(ENV_DETECTORS) or None
+    cache_dir = cache_dir or default_cache_dir()
+    if offline_dir:
+        path = os.path.join(offline_dir, spec.filename)
+        if not os.path.isfile(path):
+            source = "--detectors" if detectors_dir else ENV_DETECTORS
+            raise DetectorUnavailableError(
+                "detector file %s not found in %s (from %s); download it from %s into that folder"
+                % (spec.filename, offline_dir, source, spec.url))
+        return path
+    path = os.path.join(cache_dir, spec.filename)
+    if os.path.isfile(path):
+        try:
+            check_detector_file(path, spec)
+            return path
+        except ValueError:
+            os.remove(path)  # a bad copy in our own cache is replaced, not trusted
+    if not download:
+        raise DetectorUnavailableError("detector file %s is not on disk; %s" % (spec.filename, _how_to_provide(spec, cache_dir)))
+    try:
+        _leader_first(lambda: download_file(spec.url, path, spec) if not os.path.isfile(path) else path)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DetectorUnavailableError("cannot download detector file %s (%s); %s"
+                                       % (spec.filename, reason, _how_to_provide(spec, cache_dir)))
+    return path
+
+
+def _leader_first(fn):
+    """Run ``fn`` on rank 0 before the other ranks, so only one process downloads."""
+    dist = torch.distributed
+    multi = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if multi and dist.get_rank() != 0:
+        dist.barrier()
+    try:
+        return fn()
+    finally:
+        if multi and dist.get_rank() == 0:
+            dist.barrier()
+
+
+def load_detector(name_or_spec, device="cpu", detectors_dir=None, cache_dir=None, download=True):
+    """The detector as an eval-mode TorchScript module on ``device`` (loaded once per process)."""
+    spec = get_spec(name_or_spec)
+    path = find_detector_file(spec, detectors_dir=detectors_dir, cache_dir=cache_dir, download=download)
+    device = torch.device(device)
+    key = (os.path.abspath(path), os.path.getmtime(path), str(device))
+    if key not in _loaded:
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated in new torch, but it is the host's format
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(path, map_location=device)
+        except Exception as exc:  # torch raises RuntimeError or its own types for bad archives
+            raise DetectorUnavailableError("detector file %s cannot be loaded as TorchScript (%s); replace it with "
+                                           "a fresh copy of %s" % (path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, spec.url))
+        _loaded[key] = module.eval()
+    return _loaded[key]
+
+
+def detector_tag(spec):
+    """Stable name of a detector for cache keys: its published file name."""
+    return os.path.splitext(get_spec(spec).filename)[0]

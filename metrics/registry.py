@@ -1,0 +1,186 @@
+"""Metrics by name, with stylegan2-ada-pytorch's names, sample counts and result format.
+
+``compute_metric`` is what ``train.py --metrics`` calls at snapshot time and what
+``calc_metrics.py`` calls; ``report_metric`` appends the result as one JSON line to
+``<run_dir>/metric-<name>.jsonl``. Sample counts can be overridden (tests, quick looks) through
+``compute_metric(..., num_gen=..., max_real=..., ...)``; the result then records them under
+``"overrides"``.
+"""
+
+import json
+import os
+import time
+
+import torch
+
+from metrics import anomaly, frechet, inception_score, kid, precision_recall
+from metrics import swd as swd_module  # the metric function `swd` below takes the plain name
+from metrics.options import MetricOptions
+from metrics.progress import format_time
+
+_METRICS = {}  # name -> (function(opts) -> results dict, one-line description)
+
+FULL = dict(max_size=None, xflip=False)  # *_full: every image, no mirroring (the host's choice)
+LEGACY = dict(max_size=None)
+
+
+def register_metric(description):
+    def wrap(fn):
+        _METRICS[fn.__name__] = (fn, description)
+        return fn
+    return wrap
+
+
+def list_metrics():
+    return list(_METRICS)
+
+
+def describe_metrics():
+    return [(name, desc) for name, (_fn, desc) in _METRICS.items()]
+
+
+def is_valid_metric(name):
+    return name in _METRICS
+
+
+def _with_dataset(opts, updates):
+    opts.extra["dataset_updates"] = dict(updates)
+    return opts
+
+
+@register_metric("Frechet inception distance, 50k generated vs the full dataset")
+def fid50k_full(opts):
+    _with_dataset(opts, FULL)
+    return dict(fid50k_full=frechet.compute_fid(opts, max_real=opts.option("max_real", None),
+                                                num_gen=opts.option("num_gen", 50000)))
+
+
+@register_metric("Kernel inception distance, 50k generated vs the full dataset (up to 1M)")
+def kid50k_full(opts):
+    _with_dataset(opts, FULL)
+    return dict(kid50k_full=kid.compute_kid(opts, max_real=opts.option("max_real", 1000000),
+                                            num_gen=opts.option("num_gen", 50000),
+                                            num_subsets=opts.option("num_subsets", 100),
+                                            max_subset_size=opts.option("max_subset_size", 1000)))
+
+
+@register_metric("Precision and recall (k=3, VGG16), 50k generated vs the full dataset (up to 200k)")
+def pr50k3_full(opts):
+    _with_dataset(opts, FULL)
+    p, r = precision_recall.compute_pr(opts, max_real=opts.option("max_real", 200000),
+                                       num_gen=opts.option("num_gen", 50000), nhood_size=opts.option("nhood_size", 3),
+                                       row_batch_size=opts.option("row_batch_size", 10000),
+                                       col_batch_size=opts.option("col_batch_size", 10000))
+    return dict(pr50k3_full_precision=p, pr50k3_full_recall=r)
+
+
+@register_metric("Inception score, 50k generated, 10 splits")
+def is50k(opts):
+    _with_dataset(opts, FULL)
+    mean, std = inception_score.compute_is(opts, num_gen=opts.option("num_gen", 50000),
+                                           num_splits=opts.option("num_splits", 10))
+    return dict(is50k_mean=mean, is50k_std=std)
+
+
+@register_metric("Frechet inception distance, 50k generated vs 50k real")
+def fid50k(opts):
+    _with_dataset(opts, LEGACY)
+    return dict(fid50k=frechet.compute_fid(opts, max_real=opts.option("max_real", 50000),
+                                           num_gen=opts.option("num_gen", 50000)))
+
+
+@register_metric("Kernel inception distance, 50k generated vs 50k real")
+def kid50k(opts):
+    _with_dataset(opts, LEGACY)
+    return dict(kid50k=kid.compute_kid(opts, max_real=opts.option("max_real", 50000),
+                                       num_gen=opts.option("num_gen", 50000),
+                                       num_subsets=opts.option("num_subsets", 100),
+                                       max_subset_size=opts.option("max_subset_size", 1000)))
+
+
+@register_metric("Precision and recall (k=3, VGG16), 50k generated vs 50k real")
+def pr50k3(opts):
+    _with_dataset(opts, LEGACY)
+    p, r = precision_recall.compute_pr(opts, max_real=opts.option("max_real", 50000),
+                                       num_gen=opts.option("num_gen", 50000), nhood_size=opts.option("nhood_size", 3),
+                                       row_batch_size=opts.option("row_batch_size", 10000),
+                                       col_batch_size=opts.option("col_batch_size", 10000))
+    return dict(pr50k3_precision=p, pr50k3_recall=r)
+
+
+@register_metric("Frechet inception distance, 10k generated vs the full dataset (the NDA paper's protocol)")
+def fid10k(opts):
+    _with_dataset(opts, FULL)
+    return dict(fid10k=frechet.compute_fid(opts, max_real=opts.option("max_real", None),
+                                           num_gen=opts.option("num_gen", 10000)))
+
+
+@register_metric("Sliced Wasserstein distance x1e3 on Laplacian-pyramid patches, 16k images (no network)")
+def swd(opts):
+    _with_dataset(opts, FULL)
+    per_level, mean = swd_module.compute_swd(opts, num_images=opts.option("num_images", 16384),
+                                             resolution_min=opts.option("resolution_min", 16),
+                                             patches_per_image=opts.option("patches_per_image", 128),
+                                             dir_repeats=opts.option("dir_repeats", 4),
+                                             dirs_per_repeat=opts.option("dirs_per_repeat", 128))
+    results = {"swd_%d" % res: value for res, value in per_level.items()}
+    results["swd_avg"] = mean
+    return results
+
+
+@register_metric("AUROC of D's logit: held-out reals vs each NDA negative and common corruptions")
+def nda_auroc(opts):
+    return anomaly.compute_nda_auroc(opts, num_images=opts.option("num_images", 10000),
+                                     corruption_names=opts.option("corruptions", None))
+
+
+def unknown_metric_message(name):
+    return "unknown metric %r; known metrics: %s" % (name, ", ".join(list_metrics()))
+
+
+def compute_metric(name, G, dataset, device, D=None, rank=0, num_gpus=1, nda_spec=None, detectors_dir=None,
+                   cache_dir=None, progress=None, seed=0, G_kwargs=None, extra=None, **overrides):
+    """Compute metric ``name``; returns ``{"results": {...}, "metric", "total_time", "total_time_str",
+    "num_gpus"}`` (plus ``"overrides"`` when sample counts were changed).
+
+    ``dataset``: a Dataset object or its kwargs (``class_name``...); ``cache_dir=False`` disables
+    the dataset-stats cache; ``overrides``: sample counts such as ``num_gen=500, max_real=500``.
+    """
+    if not is_valid_metric(name):
+        raise ValueError(unknown_metric_message(name))
+    opts = MetricOptions(G=G, dataset=dataset, device=device, D=D, rank=rank, num_gpus=num_gpus,
+                         nda_spec=nda_spec, detectors_dir=detectors_dir, cache_dir=cache_dir, progress=progress,
+                         seed=seed, G_kwargs=G_kwargs, overrides=overrides, extra=extra)
+    start = time.time()
+    results = _METRICS[name][0](opts)
+    total_time = time.time() - start
+    results = {key: _broadcast(value, num_gpus, opts.device) for key, value in results.items()}
+    out = dict(results=results, metric=name, total_time=total_time, total_time_str=format_time(total_time),
+               num_gpus=num_gpus)
+    if overrides:
+        out["overrides"] = dict(overrides)
+    return out
+
+
+def _broadcast(value, num_gpus, device):
+    """Rank 0's value on every rank (only rank 0 computes the final numbers)."""
+    dist = torch.distributed
+    if num_gpus > 1 and dist.is_available() and dist.is_initialized():
+        t = torch.as_tensor(value, dtype=torch.float64, device=device)
+        dist.broadcast(t, src=0)
+        value = t.item()
+    return float(value)
+
+
+def report_metric(result, run_dir=None, snapshot_pkl=None):
+    """Print ``result`` as one JSON line and append it to ``<run_dir>/metric-<name>.jsonl``
+    (``snapshot_pkl`` stored relative to ``run_dir``). Returns the line."""
+    if run_dir is not None and snapshot_pkl is not None:
+        snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
+    line = json.dumps(dict(result, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
+    print(line)
+    if run_dir is not None and os.path.isdir(run_dir):
+        # One write() of a whole line in append mode: concurrent writers never interleave partial lines.
+        with open(os.path.join(run_dir, "metric-%s.jsonl" % result["metric"]), "at") as f:
+            f.write(line + "\n")
+    return line

@@ -1,0 +1,92 @@
+"""Small TorchScript stand-ins for the published detectors, for tests, benchmarks and offline
+smoke runs. Same file names and call interface as the real ones, random fixed weights: their
+numbers are NOT comparable with real FID/KID/PR/IS values.
+
+    >>> save_standin_detectors("/tmp/detectors")   # then --detectors /tmp/detectors
+"""
+
+import os
+import tempfile
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from metrics.detectors import INCEPTION, VGG16
+
+
+class StandinInception(torch.nn.Module):
+    """``net(uint8 NCHW, return_features=True)`` -> [N, 2048]; otherwise class probabilities [N, 1008]
+    (``no_output_bias=True`` leaves the last layer's bias out, as the real file does)."""
+
+    def __init__(self, seed=0, num_features=2048, num_classes=1008, pooled=8):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d_in = 3 * pooled * pooled
+        self.pooled = pooled
+        self.register_buffer("w1", torch.randn([d_in, num_features], generator=g) / d_in ** 0.5)
+        self.register_buffer("w2", torch.randn([num_features, num_classes], generator=g) / num_features ** 0.5)
+        self.register_buffer("b2", torch.randn([num_classes], generator=g))
+
+    def forward(self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False,
+                no_output_bias: bool = False) -> torch.Tensor:
+        x = img.to(torch.float32) / 127.5 - 1
+        x = F.adaptive_avg_pool2d(x, [self.pooled, self.pooled]).flatten(1)
+        features = torch.relu(x @ self.w1)
+        if return_features:
+            return features
+        logits = features @ self.w2
+        if not no_output_bias:
+            logits = logits + self.b2
+        return torch.softmax(logits, dim=1)
+
+
+class StandinVGG16(torch.nn.Module):
+    """``net(x, return_features=True)`` -> [N, 4096]; ``net(x, resize_images=False, return_lpips=True)``
+    -> unit-normalised multi-scale features (LPIPS-style)."""
+
+    def __init__(self, seed=1, num_features=4096, pooled=8):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d_in = 3 * pooled * pooled
+        self.pooled = pooled
+        self.register_buffer("w1", torch.randn([d_in, num_features], generator=g) / d_in ** 0.5)
+        self.register_buffer("w_lpips", torch.randn([3 * 4 * 4, 256], generator=g) / 48 ** 0.5)
+
+    def forward(self, img: torch.Tensor, resize_images: bool = True, return_features: bool = False,
+                return_lpips: bool = False) -> torch.Tensor:
+        x = img.to(torch.float32) / 127.5 - 1
+        if return_lpips:
+            fine = F.adaptive_avg_pool2d(x, [self.pooled, self.pooled]).flatten(1)
+            coarse = F.adaptive_avg_pool2d(x, [4, 4]).flatten(1) @ self.w_lpips
+            fine = fine / (fine * fine).sum(dim=1, keepdim=True).sqrt().clamp_min(1e-8)
+            coarse = coarse / (coarse * coarse).sum(dim=1, keepdim=True).sqrt().clamp_min(1e-8)
+            return torch.cat([fine, coarse], dim=1)
+        x = F.adaptive_avg_pool2d(x, [self.pooled, self.pooled]).flatten(1)
+        return torch.relu(x @ self.w1)
+
+
+def _save_atomic(module, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():  # torch >= 2.6 flags TorchScript as deprecated; the host's files are TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.save(torch.jit.script(module), tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are shared, readable files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_standin_detectors(folder, seed=0):
+    """Write ``inception-2015-12-05.pt`` and ``vgg16.pt`` stand-ins into ``folder``; returns the paths."""
+    paths = {}
+    for spec, module in ((INCEPTION, StandinInception(seed)), (VGG16, StandinVGG16(seed + 1))):
+        paths[spec.name] = os.path.join(folder, spec.filename)
+        _save_atomic(module.eval(), paths[spec.name])
+    return paths
