@@ -36,8 +36,8 @@ def _presets_help():
 @click.option("--outdir", help="Where to make run folders", required=True, metavar="DIR")
 @click.option("--gpus", help="Number of processes (GPUs; CPU processes without a GPU) [default: 1]", type=int, metavar="INT")
 @click.option("--snap", help="Snapshot interval in ticks [default: 50; cpu preset: 5]", type=int, metavar="INT")
-@click.option("--metrics", help="Comma-separated metric names, 'none', or 'auto' [default: auto = fid50k_full "
-              "if the Inception file is already on disk, else none]", type=CommaSeparatedList())
+@click.option("--metrics", help="Comma-separated metric names, 'none', or 'auto' [default: auto = on a GPU "
+              "fid50k_full if the Inception file is already on disk, else swd; none on a CPU]", type=CommaSeparatedList())
 @click.option("--seed", help="Random seed [default: 0]", type=int, metavar="INT")
 @click.option("-n", "--dry-run", help="Print the training options and exit", is_flag=True)
 # Dataset.
@@ -48,7 +48,7 @@ def _presets_help():
 # Base config.
 @click.option("--cfg", help="Base config [default: auto]", type=click.Choice(presets.preset_names()))
 @click.option("--gamma", help="Override R1 gamma", type=float)
-@click.option("--kimg", help="Override training length (thousands of real images)", type=int, metavar="INT")
+@click.option("--kimg", help="Override training length in thousands of real images (fractions allowed)", type=float)
 @click.option("--batch", help="Override the global batch size", type=int, metavar="INT")
 # Discriminator augmentation.
 @click.option("--aug", help="Augmentation mode [default: ada]", type=click.Choice(list(options.AUG_MODES)))

@@ -57,26 +57,30 @@ def augment_presets(augment_module):
     return pipes
 
 
-def resolve_metrics(names):
-    """``None``/``["auto"]`` -> the default: fid50k_full only when the Inception file is already on
-    disk (training must never start a download), else no metric. Other names must be known."""
+def resolve_metrics(names, device):
+    """``None``/``["auto"]`` -> default_metrics(device). Other names must be known metrics."""
     from metrics import registry
 
     if names is None or names == ["auto"]:
-        return default_metrics()
+        return default_metrics(device)
     unknown = [n for n in names if not registry.is_valid_metric(n)]
     if unknown:
         fail("--metrics: unknown metric(s) %s; choose from %s, or none" % (", ".join(unknown), ", ".join(registry.list_metrics())))
     return list(names)
 
 
-def default_metrics():
+def default_metrics(device):
+    """Training must never start a download: on a GPU, fid50k_full when the Inception file is
+    already on disk, else the network-free swd; on a CPU none (50k-sample metrics would take far
+    longer than a CPU run; compute them afterwards with calc_metrics.py)."""
     from metrics import detectors
 
+    if device != "cuda":
+        return []
     try:
         detectors.find_detector_file("inception", download=False)
     except (ValueError, OSError):
-        return []
+        return ["swd"]
     return ["fid50k_full"]
 
 
@@ -117,6 +121,8 @@ def _check_resume_architecture(path, nets):
 
     try:
         data = load_network_file(path)
+    except ValueError as exc:  # the snapshot module's one-line "not a snapshot" messages
+        fail("--resume: %s" % exc)
     except Exception as exc:  # unpickling / format errors of any kind: the file is the problem
         fail("--resume: cannot load %s (%s: %s); give a snapshot written by this trainer" % (path, type(exc).__name__, exc))
     for name, net in nets.items():

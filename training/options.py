@@ -185,7 +185,7 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
     c["image_snapshot_ticks"] = c["network_snapshot_ticks"] = snap
     c["kimg_per_tick"] = spec.get("kimg_per_tick", 4)
 
-    c["metrics"] = checks.resolve_metrics(metrics)
+    c["metrics"] = checks.resolve_metrics(metrics, device)
 
     fp16 = device == "cuda" and not fp32  # mixed precision is ~17x slower on a CPU: fp32 there
     c["G_kwargs"], c["D_kwargs"] = _network_config(spec, fp16)
@@ -212,9 +212,9 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
         desc += "-gamma%g" % gamma
         c["loss_kwargs"]["r1_gamma"] = gamma
     if kimg is not None:
-        if kimg < 1:
-            fail("--kimg must be at least 1, got %d" % kimg)
-        desc += "-kimg%d" % kimg
+        if not kimg > 0:
+            fail("--kimg must be positive, got %g" % kimg)
+        desc += "-kimg%g" % kimg
         c["total_kimg"] = kimg
     if batch is not None:
         desc += "-batch%d" % batch

@@ -1,0 +1,262 @@
+"""train.py's command line: presets, plugin discovery through entry points, the config it builds,
+and one clear exit-code-2 error for each kind of bad input (all before any training starts)."""
+
+import json
+import os
+import sys
+import textwrap
+import zipfile
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # train.py's packages (training/, metrics/) live in the checkout
+    sys.path.insert(0, REPO)
+
+import train  # noqa: E402
+from training import distributed, plugins, presets, run_dir  # noqa: E402
+
+
+def invoke(*args):
+    return CliRunner().invoke(train.main, list(args), catch_exceptions=False)
+
+
+def error_line(result):
+    lines = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def write_images(folder, shapes, labels=None):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.RandomState(0)
+    for i, shape in enumerate(shapes):
+        arr = rng.randint(0, 255, size=shape, dtype=np.uint8)
+        Image.fromarray(arr).save(os.path.join(folder, "img%03d.png" % i))
+    if labels is not None:
+        with open(os.path.join(folder, "dataset.json"), "w") as f:
+            json.dump({"labels": [["img%03d.png" % i, l] for i, l in enumerate(labels)]}, f)
+    return str(folder)
+
+
+# ---------------------------------------------------------------- presets
+
+
+def test_gpu_presets_keep_the_ada_papers_numbers():
+    name, spec = presets.resolve_preset("cifar", 32, 1, has_gpu=True)
+    assert name == "cifar"
+    assert (spec["ref_gpus"], spec["kimg"], spec["mb"], spec["mbstd"], spec["fmaps"]) == (2, 100000, 64, 32, 1)
+    assert (spec["lrate"], spec["gamma"], spec["ema"], spec["ramp"], spec["map"]) == (0.0025, 0.01, 500, 0.05, 2)
+    _, p256 = presets.resolve_preset("paper256", 256, 1, has_gpu=True)
+    assert (p256["mb"], p256["mbstd"], p256["fmaps"], p256["gamma"], p256["ema"], p256["map"]) == (64, 8, 0.5, 1, 20, 8)
+
+
+def test_auto_preset_follows_resolution_on_gpu_and_is_cpu_without():
+    name, spec = presets.resolve_preset("auto", 256, 2, has_gpu=True)
+    assert name == "auto2"
+    assert spec["mb"] == 32 and spec["mbstd"] == 4 and spec["fmaps"] == 0.5 and spec["lrate"] == 0.0025
+    assert spec["gamma"] == pytest.approx(0.0002 * 256 ** 2 / 32) and spec["ema"] == pytest.approx(10)
+    name, spec = presets.resolve_preset("auto", 1024, 1, has_gpu=True)
+    assert spec["mb"] == 4 and spec["fmaps"] == 1 and spec["lrate"] == 0.002
+    name, spec = presets.resolve_preset("auto", 32, 1, has_gpu=False)
+    assert name == "cpu" and spec["channel_max"] <= 64 and 8 <= spec["mb"] <= 16
+    with pytest.raises(ValueError, match="unknown preset"):
+        presets.resolve_preset("huge", 32, 1, has_gpu=False)
+
+
+# ---------------------------------------------------------------- plugins
+
+
+class FakePlugin:
+    name = "fake"
+
+    def click_options(self):
+        return [click.Option(["--fake-level"], type=int, default=None, help="fake plugin level")]
+
+    def option_names(self):
+        return ["fake_level"]
+
+    def rewrite_config(self, config, options):
+        if options.get("fake_level") is None:
+            return None
+        if options["fake_level"] < 0:
+            raise ValueError("--fake-level must be >= 0")
+        config["loss_kwargs"] = dict(config["loss_kwargs"], class_name="fake.Loss", inner=config["loss_kwargs"]["class_name"])
+        return "fake%d" % options["fake_level"]
+
+
+def test_plugins_are_discovered_through_entry_points(tmp_path, monkeypatch):
+    # A real (fake) distribution on sys.path: importlib.metadata must find its entry point.
+    (tmp_path / "fakeplug_mod.py").write_text(textwrap.dedent("""
+        import click
+        class P:
+            name = "fakeplug"
+            def click_options(self): return [click.Option(["--fakeplug-x"], type=int)]
+            def option_names(self): return ["fakeplug_x"]
+            def rewrite_config(self, config, options): return None
+        plugin = P()
+    """))
+    info = tmp_path / "fakeplug-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[stylegan.trainer_plugins]\nfakeplug = fakeplug_mod:plugin\n"
+                                           "broken = fakeplug_missing_module:plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning, match="broken"):
+        found = plugins.discover_plugins()
+    names = [p.name for p in found]
+    assert "fakeplug" in names and "broken" not in names
+
+
+def test_plugin_options_are_added_popped_and_rewrite_the_config():
+    cmd = click.Command("t", params=[click.Option(["--outdir"])])
+    plugins.add_plugin_options(cmd, [FakePlugin()])
+    assert [p.name for p in cmd.params] == ["outdir", "fake_level"]
+    kwargs = dict(outdir="x", fake_level=3)
+    values = plugins.pop_plugin_options(kwargs, [FakePlugin()])
+    assert kwargs == dict(outdir="x") and values == {"fake": {"fake_level": 3}}
+    config = dict(loss_kwargs=dict(class_name="training.loss.StyleGAN2Loss", r1_gamma=1.0))
+    assert plugins.apply_plugins(config, [FakePlugin()], values) == ["fake3"]
+    assert config["loss_kwargs"] == dict(class_name="fake.Loss", inner="training.loss.StyleGAN2Loss", r1_gamma=1.0)
+    untouched = dict(loss_kwargs=dict(class_name="training.loss.StyleGAN2Loss"))
+    assert plugins.apply_plugins(untouched, [FakePlugin()], {"fake": {"fake_level": None}}) == []
+    assert untouched == dict(loss_kwargs=dict(class_name="training.loss.StyleGAN2Loss"))
+    with pytest.raises(click.UsageError, match="fake-level"):
+        plugins.apply_plugins(config, [FakePlugin()], {"fake": {"fake_level": -1}})
+    with pytest.raises(RuntimeError, match="already has"):
+        plugins.add_plugin_options(cmd, [FakePlugin()])
+
+
+def test_help_lists_host_and_nda_plugin_options():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for flag in ("--outdir", "--gpus", "--snap", "--metrics", "--seed", "--dry-run", "--data", "--cond", "--subset",
+                 "--mirror", "--cfg", "--gamma", "--kimg", "--batch", "--aug", "--p", "--target", "--augpipe",
+                 "--resume", "--freezed", "--fp32", "--allow-tf32", "--workers",
+                 "--nda", "--nda-lambda", "--nda-mode", "--nda-loss"):
+        assert flag in result.output, flag
+
+
+# ---------------------------------------------------------------- the config
+
+
+def test_dry_run_prints_options_and_creates_nothing(tmp_path):
+    out = tmp_path / "runs"
+    result = invoke("--outdir", str(out), "--dry-run", "--nda", "jigsaw,stitch")
+    assert result.exit_code == 0, result.output
+    assert "Dry run; exiting." in result.output
+    assert "builtin-cpu-nda-jigsaw-stitch" in result.output
+    assert "nda_stylegan.loss.NDALoss" in result.output
+    assert not out.exists()
+
+
+def test_options_json_is_written_before_the_processes_start(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_launch(fn, world_size, device="cpu", args=()):
+        c = args[0]
+        seen["world"], seen["device"], seen["fn"] = world_size, device, fn
+        seen["json"] = json.load(open(os.path.join(c["run_dir"], "training_options.json")))
+        seen["c"] = c
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    os.makedirs(tmp_path / "00007-old")
+    result = invoke("--outdir", str(tmp_path), "--kimg", "1", "--batch", "8", "--metrics", "none", "--gpus", "2")
+    assert result.exit_code == 0, result.output
+    c = seen["c"]
+    assert os.path.basename(c["run_dir"]) == "00008-builtin-cpu-kimg1-batch8"
+    assert seen["json"] == json.loads(json.dumps(c))
+    assert seen["world"] == 2 and seen["device"] == "cpu" and seen["fn"] is distributed.run_training_loop
+    assert c["batch_size"] == 8 and c["batch_gpu"] == 4 and c["num_gpus"] == 2 and c["total_kimg"] == 1
+    assert c["metrics"] == [] and c["loss_kwargs"]["class_name"] == "training.loss.StyleGAN2Loss"
+    assert c["G_kwargs"]["synthesis_kwargs"]["num_fp16_res"] == 0  # never mixed precision on the CPU
+    keys = ("run_dir training_set_kwargs data_loader_kwargs G_kwargs D_kwargs G_opt_kwargs D_opt_kwargs augment_kwargs "
+            "loss_kwargs metrics random_seed num_gpus batch_size batch_gpu ema_kimg ema_rampup G_reg_interval "
+            "D_reg_interval augment_p ada_target ada_interval ada_kimg total_kimg kimg_per_tick image_snapshot_ticks "
+            "network_snapshot_ticks resume cudnn_benchmark allow_tf32 device").split()
+    assert set(keys) <= set(c)
+
+
+def test_cifar_architecture_options(tmp_path, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(distributed, "launch", lambda fn, n, device="cpu", args=(): captured.update(c=args[0]))
+    result = invoke("--outdir", str(tmp_path), "--cfg", "cifar", "--batch", "8", "--aug", "noaug", "--metrics", "none")
+    assert result.exit_code == 0, result.output
+    c = captured["c"]
+    assert c["D_kwargs"]["architecture"] == "orig" and c["loss_kwargs"]["pl_weight"] == 0
+    assert c["D_kwargs"]["epilogue_kwargs"]["mbstd_group_size"] == 32 and c["batch_gpu"] == 8
+    assert c["G_kwargs"]["synthesis_kwargs"]["channel_base"] == 32768 and c["augment_kwargs"] is None
+
+
+def test_run_dir_takes_next_free_id_and_json_is_atomic(tmp_path):
+    os.makedirs(tmp_path / "00003-x")
+    (tmp_path / "00009-file").write_text("not a folder: ignored")
+    path = run_dir.create_run_dir(str(tmp_path), "builtin-cpu")
+    assert os.path.basename(path) == "00004-builtin-cpu"
+    run_dir.write_json_atomic(os.path.join(path, "o.json"), {"a": 1})
+    assert json.load(open(os.path.join(path, "o.json"))) == {"a": 1}
+    assert os.listdir(path) == ["o.json"]  # no temp file left beside it
+
+
+# ---------------------------------------------------------------- bad input: exit code 2, one line
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--cfg", "huge"], "huge"),
+    (["--p", "0.3"], "--p can only be given with --aug=fixed"),
+    (["--aug", "fixed"], "--aug=fixed needs --p"),
+    (["--batch", "6"], "minibatch-stddev group"),
+    (["--gpus", "2", "--batch", "10"], "--gpus"),
+    (["--gpus", "3"], "power of two"),
+    (["--augpipe", "xyz"], "--augpipe=xyz is unknown"),
+    (["--metrics", "nosuchmetric"], "unknown metric"),
+    (["--data", "/nonexistent/folder"], "--data"),
+    (["--kimg", "0"], "--kimg"),
+    (["--nda", "nosuchnegative"], "nosuchnegative"),
+])
+def test_bad_options_fail_with_one_clear_line(tmp_path, args, expected):
+    result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", *args)
+    assert result.exit_code == 2, result.output
+    assert expected in error_line(result)
+
+
+def test_bad_datasets_fail_before_training(tmp_path):
+    cases = {
+        "nonsquare": write_images(tmp_path / "nonsquare", [(32, 16, 3)] * 2),
+        "not power of two": write_images(tmp_path / "npot", [(24, 24, 3)] * 2),
+        "channels": write_images(tmp_path / "mixed", [(32, 32, 3), (32, 32)]),
+    }
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    cases["corrupt"] = str(corrupt)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases["empty"] = str(empty)
+    for what, path in cases.items():
+        result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--data", path)
+        assert result.exit_code == 2, (what, result.output)
+        assert "--data" in error_line(result), what
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cond_needs_labels(tmp_path):
+    unlabelled = write_images(tmp_path / "plain", [(32, 32, 3)] * 4)
+    result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--data", unlabelled, "--cond", "1")
+    assert result.exit_code == 2 and "--cond" in error_line(result)
+    labelled = write_images(tmp_path / "lab", [(32, 32, 3)] * 4, labels=[0, 1, 0, 1])
+    result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--data", labelled, "--cond", "1")
+    assert result.exit_code == 0, result.output
+    assert "-cond-cpu" in result.output
+
+
+def test_unwritable_outdir_fails(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for outdir in (blocker, blocker / "runs"):
+        result = invoke("--outdir", str(outdir), "--dry-run")
+        assert result.exit_code == 2 and "--outdir" in error_line(result)
