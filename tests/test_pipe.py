@@ -1,0 +1,144 @@
+"""NDAPipe: weighted mixing in one op call, labels, reproducibility, no gradient, statistics."""
+
+import sys
+
+import pytest
+import torch
+
+import nda_stylegan
+from nda_stylegan.negatives import make_negative
+from nda_stylegan.pipe import NDAPipe
+
+ALL_SPEC = "jigsaw:3,stitch,mixup,cutout,cutmix,rotate,mosaic"
+
+
+def images(n=8, h=16, w=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, h, w, generator=g) * 2 - 1
+
+
+def test_mixing_proportions_follow_weights():
+    pipe = NDAPipe("jigsaw:6,stitch:3,cutout:1", seed=0)
+    _, choice = pipe.sample(images(6000, 8, 8))
+    share = torch.bincount(choice, minlength=3).double() / 6000
+    assert torch.allclose(share, torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64), atol=0.025)
+
+
+def test_one_apply_call_and_output_matches_each_negative_alone(monkeypatch):
+    import nda_stylegan.ops.tile as tile
+
+    calls = []
+    real = tile.apply_plan
+
+    def counting(x, plan, *args, **kwargs):
+        calls.append(plan.batch)
+        return real(x, plan, *args, **kwargs)
+
+    monkeypatch.setattr(tile, "apply_plan", counting)
+    pipe = NDAPipe(ALL_SPEC)
+    x = images(16)
+    out, _, valid = pipe(x, generator=torch.Generator().manual_seed(5))
+    assert calls == [16] and bool(valid.all())
+    # Independent replay: same draws in the documented order (choice, then each negative's plan),
+    # each negative applied alone, picked per image.
+    g = torch.Generator().manual_seed(5)
+    choice = torch.multinomial(pipe.probs, 16, replacement=True, generator=g)
+    expected = torch.empty_like(x)
+    for k, neg in enumerate(pipe.negatives):
+        alone = neg.apply(x, neg.sample(x, g))
+        expected[choice == k] = alone[choice == k]
+    assert torch.equal(out, expected)
+    assert len(set(choice.tolist())) > 3
+
+
+def test_labels_follow_their_sources():
+    # Jigsaw and rotate only move pixels within an image: negative n holds exactly image n's pixels.
+    pipe = NDAPipe("jigsaw,rotate", seed=1)
+    x = images(8)
+    labels = torch.arange(8) * 10
+    out, out_labels, _ = pipe(x, labels)
+    assert out_labels is labels
+    for n in range(8):
+        assert torch.equal(out[n].flatten().sort().values, x[n].flatten().sort().values)
+    assert pipe(x)[1] is None
+    onehot = torch.eye(8)
+    assert torch.equal(pipe(x, onehot)[1], onehot)
+    with pytest.raises(ValueError, match=r"labels must be a tensor with one row per image \(8\)"):
+        pipe(x, torch.arange(7))
+
+
+def test_seeded_reproducibility():
+    x = images(8)
+    a, b = NDAPipe(ALL_SPEC, seed=3), NDAPipe(ALL_SPEC, seed=3)
+    first = [a(x)[0] for _ in range(3)]
+    second = [b(x)[0] for _ in range(3)]
+    assert all(torch.equal(p, q) for p, q in zip(first, second))
+    assert not torch.equal(first[0], first[1])  # the pipe's generator advances between calls
+    assert not torch.equal(NDAPipe(ALL_SPEC, seed=4)(x)[0], first[0])
+    # An explicit generator overrides the pipe's own.
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    assert torch.equal(a(x, generator=g1)[0], NDAPipe(ALL_SPEC)(x, generator=g2)[0])
+    # Parsed lists work the same as text.
+    parsed = nda_stylegan.parse_spec(ALL_SPEC)
+    assert torch.equal(NDAPipe(parsed, seed=3)(x)[0], first[0])
+
+
+def test_no_gradient_and_dtypes():
+    x = images(8).requires_grad_(True)
+    out, _, _ = NDAPipe(ALL_SPEC, seed=0)(x)
+    assert not out.requires_grad and out.grad_fn is None
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        out, _, valid = NDAPipe(ALL_SPEC, seed=0)(images(8).to(dtype))
+        assert out.dtype == dtype and bool(valid.all())
+
+
+def test_rectangular_and_larger_sizes():
+    out, _, valid = NDAPipe(ALL_SPEC.replace("rotate", "rotate(angles=180)"), seed=0)(images(8, 32, 64))
+    assert out.shape == (8, 3, 32, 64) and bool(valid.all())
+    out, _, valid = NDAPipe("jigsaw(k=4),cutout", seed=0)(images(4, 64, 64))
+    assert out.shape == (4, 3, 64, 64) and bool(valid.all())
+
+
+def test_statistics_report_invalid_share():
+    pipe = NDAPipe("rotate(angles=180):1,jigsaw:1", seed=0)
+    x = images(8)
+    x[:4] = 0.25  # constant images: rotation and jigsaw leave them unchanged
+    for _ in range(10):
+        _, _, valid = pipe(x)
+        assert not valid[:4].any() and valid[4:].all()
+    stats = pipe.pop_stats()
+    assert stats["nda/count"] == 80 and stats["nda/invalid_share"] == 0.5
+    assert abs(stats["nda/rotate(angles=180)/share"] + stats["nda/jigsaw/share"] - 1) < 1e-12
+    assert 0.2 < stats["nda/jigsaw/invalid_share"] < 0.8
+    assert pipe.stats()["nda/count"] == 0  # popped
+
+
+def test_errors_are_one_line():
+    with pytest.raises(ValueError, match="needs a batch of at least 2 images") as info:
+        NDAPipe("jigsaw,stitch")(images(1))
+    assert "\n" not in str(info.value)
+    assert NDAPipe("jigsaw")(images(1))[0].shape == (1, 3, 16, 16)
+    x = images(4)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        NDAPipe("cutout")(x)
+    with pytest.raises(ValueError, match="floating point"):
+        NDAPipe("jigsaw")(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="unknown negative 'jigsw'"):
+        NDAPipe("jigsw")
+    with pytest.raises(ValueError, match="jigsaw with k=3 needs height and width divisible by 3"):
+        NDAPipe("jigsaw(k=3):0.01,stitch")(images(4))
+
+
+def test_public_exports_are_lazy():
+    import subprocess
+
+    code = ("import sys, nda_stylegan; assert 'torch' not in sys.modules; "
+            "assert 'NDAPipe' in dir(nda_stylegan); "
+            "print(nda_stylegan.available_negatives()); assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert nda_stylegan.NDAPipe is NDAPipe
+    assert nda_stylegan.make_negative("jigsaw", k=2).k == 2
+    with pytest.raises(AttributeError):
+        nda_stylegan.not_a_name
