@@ -15,6 +15,7 @@ features). Where a file is looked for, in order:
 
 import collections
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -134,7 +135,7 @@ def find_detector_file(name_or_spec, detectors_dir=None, cache_dir=None, downloa
         raise DetectorUnavailableError("detector file %s is not on disk; %s" % (spec.filename, _how_to_provide(spec, cache_dir)))
     try:
         _leader_first(lambda: download_file(spec.url, path, spec) if not os.path.isfile(path) else path)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DetectorUnavailableError("cannot download detector file %s (%s); %s"
                                        % (spec.filename, reason, _how_to_provide(spec, cache_dir)))
