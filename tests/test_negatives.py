@@ -406,3 +406,20 @@ def test_size_errors():
         make_negative("stitch")(images(2, h=1, w=8))
     out = make_negative("stitch", orientation="vertical")(images(2, h=1, w=8))
     assert out.shape == (2, 3, 1, 8)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", ALL)
+def test_plans_are_drawn_on_cpu_and_identical_on_every_device(name, device):
+    neg = make_negative(name)
+    x = images(4, h=16, w=16)
+    ref_plan = neg.sample(x, gen(4))
+    plan = neg.sample(x.to(device), gen(4))
+    assert plan.grid.device.type == device
+    assert all(torch.equal(p.cpu(), q) for p, q in zip(plan.tensors(), ref_plan.tensors()))
+    out = neg.apply(x.to(device), plan)
+    assert out.device.type == device
+    assert torch.allclose(out.cpu(), neg.apply(x, ref_plan), atol=1e-6)
