@@ -1,0 +1,62 @@
+"""Loading the trainer's op libraries through the project's one build mechanism.
+
+``nda_stylegan`` is imported lazily, only when a kernel is first wanted: a network pickled by
+the trainer must unpickle (and run, on the reference path) in a process without it.
+"""
+
+import os
+
+import torch
+
+CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+IMPLS = ("auto", "reference", "kernel")
+
+
+def _sources(names):
+    return [os.path.join(CSRC, n) for n in names]
+
+
+def op_sources(op):
+    """``(cpu_sources, cuda_sources)`` of op library ``op`` (``"bias_act"`` or ``"upfirdn2d"``)."""
+    return _sources(["%s.cpp" % op]), _sources(["%s_cuda.cpp" % op, "%s.cu" % op])
+
+
+def check_impl(impl):
+    if impl not in IMPLS:
+        raise ValueError("impl=%r is not known; use one of: %s" % (impl, ", ".join(IMPLS)))
+
+
+def kernels_ready(op):
+    """True when op library ``op`` is built and loaded (False under NDA_STYLEGAN_OPS=reference,
+    after a failed build in ``auto`` mode, or when nda_stylegan cannot be imported)."""
+    try:
+        from nda_stylegan.ops.build import load_op_library
+    except ImportError:
+        return False
+    cpu, cuda = op_sources(op)
+    return load_op_library("nda_" + op, cpu, cuda)
+
+
+def use_kernel(op, impl, tensor, dtypes):
+    """Decide between kernel and reference for one call.
+
+    ``impl="kernel"`` insists (a clear error when the kernel cannot serve this input);
+    ``"auto"`` takes the kernel when it serves this device and dtype.
+    """
+    check_impl(impl)
+    if impl == "reference":
+        return False
+    # dtypes: {"cpu": (...), "cuda": (...)}, the dtypes each kernel is compiled for.
+    device_ok = tensor.device.type == "cpu" or (tensor.device.type == "cuda" and torch.cuda.is_available())
+    dtype_ok = tensor.dtype in dtypes.get(tensor.device.type, ())
+    if impl == "kernel":
+        if not device_ok or not dtype_ok:
+            raise ValueError("%s impl='kernel' does not support %s tensors on %s; use impl='auto'"
+                             % (op, tensor.dtype, tensor.device.type))
+        if not kernels_ready(op):
+            raise ValueError("%s impl='kernel': the kernel library is unavailable (build failed or "
+                             "NDA_STYLEGAN_OPS=reference); use impl='auto'" % op)
+        return True
+    if not device_ok or not dtype_ok:
+        return False
+    return kernels_ready(op)
