@@ -47,6 +47,23 @@ class NDAPipe(torch.nn.Module):
         self.generator = None if seed is None else torch.Generator().manual_seed(int(seed))
         self.reset_stats()
 
+    # A torch.Generator does not pickle on every torch version: keep its state instead, so a
+    # loss holding this pipe can be deep-copied or pickled and resumes the same random stream.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        gen = state.pop("generator", None)
+        state["_generator_state"] = None if gen is None else gen.get_state()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        gen_state = state.pop("_generator_state", None)
+        self.__dict__.update(state)
+        self.generator = None
+        if gen_state is not None:
+            self.generator = torch.Generator()
+            self.generator.set_state(gen_state)
+
     def _entry_labels(self):
         labels = [format_entry(name, params) for name, params, _ in self.entries]
         # Same negative listed twice with the same parameters: keep the stats apart anyway.

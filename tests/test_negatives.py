@@ -96,6 +96,26 @@ def test_third_party_entry_point_and_both_metadata_apis(monkeypatch, style):
         available_negatives(refresh=True)
 
 
+def test_broken_third_party_entry_points_give_clear_errors(monkeypatch):
+    from importlib import metadata
+
+    class Broken(_FakeEP):
+        def load(self):
+            raise ImportError("no module named mypkg")
+
+    eps = {registry.ENTRY_POINT_GROUP: [Broken("broken", None), _FakeEP("notaneg", object)]}
+    monkeypatch.setattr(metadata, "entry_points", lambda: eps)
+    try:
+        available_negatives(refresh=True)
+        with pytest.raises(ValueError, match=r"negative 'broken' could not be loaded.*ImportError"):
+            make_negative("broken")
+        with pytest.raises(ValueError, match=r"has no sample\(\); subclass nda_stylegan.negatives.base.Negative"):
+            make_negative("notaneg")
+    finally:
+        monkeypatch.undo()
+        available_negatives(refresh=True)
+
+
 def test_registry_falls_back_to_builtins_without_metadata(monkeypatch):
     from importlib import metadata
 

@@ -142,3 +142,17 @@ def test_public_exports_are_lazy():
     assert nda_stylegan.make_negative("jigsaw", k=2).k == 2
     with pytest.raises(AttributeError):
         nda_stylegan.not_a_name
+
+
+def test_pipe_survives_deepcopy_and_pickle_with_its_random_stream():
+    import copy
+    import pickle
+
+    x = images(8)
+    pipe = NDAPipe(ALL_SPEC, seed=2)
+    pipe(x)
+    for clone in (copy.deepcopy(pipe), pickle.loads(pickle.dumps(pipe))):
+        assert torch.equal(clone(x)[0], copy.deepcopy(pipe)(x)[0])
+        assert clone.spec == pipe.spec and clone.names == pipe.names
+    unseeded = pickle.loads(pickle.dumps(NDAPipe("jigsaw")))
+    assert unseeded.generator is None and unseeded(x)[0].shape == x.shape
