@@ -156,3 +156,14 @@ def test_pipe_survives_deepcopy_and_pickle_with_its_random_stream():
         assert clone.spec == pipe.spec and clone.names == pipe.names
     unseeded = pickle.loads(pickle.dumps(NDAPipe("jigsaw")))
     assert unseeded.generator is None and unseeded(x)[0].shape == x.shape
+
+
+def test_docstring_examples_of_pipe_and_spec_run():
+    import doctest
+
+    import nda_stylegan.pipe
+    import nda_stylegan.spec
+
+    for module in (nda_stylegan.pipe, nda_stylegan.spec):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
