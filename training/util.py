@@ -1,0 +1,129 @@
+"""Small helpers the trainer shares: attribute dicts, building objects from dotted class names,
+atomic file writes and kimg/time formatting."""
+
+import contextlib
+import importlib
+import os
+import tempfile
+
+
+class EasyDict(dict):
+    """A dict whose keys are also attributes (``c.batch_size`` == ``c['batch_size']``)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __delattr__(self, name):
+        del self[name]
+
+
+def get_obj_by_name(name):
+    """Resolve a dotted path such as ``torch.optim.Adam`` to the object it names."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("class_name must be a dotted path such as 'torch.optim.Adam', got %r" % (name,))
+    parts = name.split(".")
+    # Import the longest importable module prefix, then walk attributes (handles nested classes).
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and not module_name.startswith(exc.name):
+                raise  # the module exists but one of its own imports is missing: show that
+            continue
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            raise ValueError("cannot find %r: module %r has no attribute %r" % (name, module_name, attr))
+        return obj
+    raise ValueError("cannot import %r: no importable module in that dotted path" % (name,))
+
+
+def construct_class_by_name(*args, class_name=None, **kwargs):
+    """Build ``class_name(*args, **kwargs)``; configs name their classes this way so a behaviour
+    (loss, network, augment pipe) is swapped without editing the loop."""
+    if class_name is None:
+        raise ValueError("missing 'class_name' in kwargs %s" % sorted(kwargs))
+    cls = get_obj_by_name(class_name)
+    if not callable(cls):
+        raise ValueError("%r is not a class or function" % (class_name,))
+    return cls(*args, **kwargs)
+
+
+def to_plain(obj):
+    """Recursively turn EasyDicts/tuples into plain dicts/lists (safe for json and weights_only)."""
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def to_easydict(obj):
+    """Recursively turn plain dicts into EasyDicts (configs read back from json or .pt files)."""
+    if isinstance(obj, dict):
+        return EasyDict({k: to_easydict(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return [to_easydict(v) for v in obj]
+    return obj
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temp file next to ``path``; on success fsync it and ``os.replace`` it into place, so
+    readers (and a process killed mid-write) only ever see the old or the complete new file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def format_time(seconds):
+    """Compact duration: ``45s``, ``3m 05s``, ``2h 07m``, ``1d 03h``."""
+    s = int(round(max(seconds, 0)))
+    if s < 60:
+        return "%ds" % s
+    if s < 3600:
+        return "%dm %02ds" % (s // 60, s % 60)
+    if s < 86400:
+        return "%dh %02dm" % (s // 3600, (s // 60) % 60)
+    return "%dd %02dh" % (s // 86400, (s // 3600) % 24)
+
+
+def parse_range(text):
+    """Parse ``'0-3,7,10-11'`` into ``[0, 1, 2, 3, 7, 10, 11]``; ValueError on bad syntax."""
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                lo, hi = int(lo), int(hi)
+                if hi < lo:
+                    raise ValueError
+                values.extend(range(lo, hi + 1))
+            else:
+                values.append(int(lo))
+        except ValueError:
+            raise ValueError("bad range %r: use comma-separated integers or ranges like '0-7,10'" % (part,))
+    if not values:
+        raise ValueError("empty range %r: give integers or ranges like '0-7,10'" % (text,))
+    return values
