@@ -51,6 +51,12 @@ def render_faces(indices, resolution=32, seed=0):
     return images, labels
 
 
+def face_labels(indices, seed=0):
+    """The labels of the given faces, without rendering them (cheap: one hash per image)."""
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    return _Streams(indices, int(seed)).integers(NUM_CLASSES)  # the first draw of _sample_params
+
+
 def _check_resolution(resolution):
     try:
         res = int(resolution)
@@ -109,7 +115,7 @@ HAIR_COLOURS = np.array([[30, 22, 18], [90, 56, 30], [170, 110, 50], [230, 200, 
 def _sample_params(indices, seed):
     r = _Streams(indices, seed)
     n = indices.size
-    p = {"label": r.integers(NUM_CLASSES)}
+    p = {"label": r.integers(NUM_CLASSES)}  # must stay the first draw: face_labels relies on it
     # Background: vertical gradient between two colours of random hue.
     p["bg_top"] = _hsv(r.uniform(), r.uniform(0.2, 0.6), r.uniform(0.55, 0.95))
     p["bg_bottom"] = _hsv(r.uniform(), r.uniform(0.2, 0.7), r.uniform(0.3, 0.8))
