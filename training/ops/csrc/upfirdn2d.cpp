@@ -1,0 +1,126 @@
+// upfirdn2d for CPU, plus the schema of the library: upsample by zero insertion, pad (negative
+// = crop), correlate with a 2-D FIR filter, keep every down-th sample, per channel.
+//
+//   out[oy, ox] = sum_{ky,kx} w[ky, kx] * U[oy*downy + ky - pady0, ox*downx + kx - padx0]
+//   U[uy, ux]   = x[uy / upy, ux / upx] where both divide exactly, else 0
+//   w           = gain * (flip ? f : f flipped in both axes)   (no flip = true convolution)
+//
+// Each output row is accumulated tap by tap into a row buffer, so the innermost loop is a
+// unit-stride multiply-add the compiler vectorises; the zero samples of U are never visited.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+namespace {
+
+// For one filter column kx: the output columns that read a real input sample form an arithmetic
+// progression ox = ox0 + j*ostep, reading ix = ix0 + j*istep, j < count.
+struct Run {
+  int64_t ox0, ostep, ix0, istep, count;
+};
+
+Run column_run(int64_t k, int64_t up, int64_t down, int64_t pad0, int64_t in_size, int64_t out_size) {
+  Run r{0, 1, 0, 1, 0};
+  const int64_t period = up / std::gcd(up, down);  // ox steps between two hits
+  // First ox whose sample lies at or after U's start, then at most one period to the first hit
+  // (none at all when gcd(up, down) does not divide pad0 - k).
+  const int64_t lo = pad0 - k > 0 ? (pad0 - k + down - 1) / down : 0;
+  for (int64_t ox = lo; ox < out_size && ox < lo + period; ++ox) {
+    const int64_t u = ox * down + k - pad0;
+    if (u % up != 0) continue;
+    const int64_t ix = u / up;
+    if (ix >= in_size) break;
+    r.ox0 = ox;
+    r.ostep = period;
+    r.ix0 = ix;
+    r.istep = period * down / up;
+    const int64_t by_out = (out_size - 1 - ox) / period;
+    const int64_t by_in = (in_size - 1 - ix) / r.istep;
+    r.count = std::min(by_out, by_in) + 1;
+    return r;
+  }
+  return r;
+}
+
+template <typename T, typename Acc>
+void upfirdn2d_loop(const T* x, const Acc* w, T* out, int64_t planes, int64_t ih, int64_t iw,
+                    int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t upx, int64_t upy,
+                    int64_t downx, int64_t downy, int64_t padx0, int64_t pady0) {
+  std::vector<Run> runs(fw);
+  for (int64_t kx = 0; kx < fw; ++kx) runs[kx] = column_run(kx, upx, downx, padx0, iw, ow);
+  const int64_t rows = planes * oh;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, ow * fh * fw / (upx * upy)));
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<Acc> acc(ow);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t p = r / oh, oy = r % oh;
+      std::fill(acc.begin(), acc.end(), Acc(0));
+      for (int64_t ky = 0; ky < fh; ++ky) {
+        const int64_t uy = oy * downy + ky - pady0;
+        if (uy < 0 || uy % upy != 0) continue;
+        const int64_t iy = uy / upy;
+        if (iy >= ih) continue;
+        const T* row = x + (p * ih + iy) * iw;
+        for (int64_t kx = 0; kx < fw; ++kx) {
+          const Acc wk = w[ky * fw + kx];
+          const Run& q = runs[kx];
+          if (wk == Acc(0) || q.count == 0) continue;
+          Acc* a = acc.data() + q.ox0;
+          const T* s = row + q.ix0;
+          if (q.ostep == 1 && q.istep == 1) {
+            for (int64_t j = 0; j < q.count; ++j) a[j] += wk * Acc(s[j]);
+          } else if (q.ostep == 1) {
+            const int64_t is = q.istep;
+            for (int64_t j = 0; j < q.count; ++j) a[j] += wk * Acc(s[j * is]);
+          } else {
+            const int64_t os = q.ostep, is = q.istep;
+            for (int64_t j = 0; j < q.count; ++j) a[j * os] += wk * Acc(s[j * is]);
+          }
+        }
+      }
+      T* o = out + r * ow;
+      for (int64_t ox = 0; ox < ow; ++ox) o[ox] = T(acc[ox]);
+    }
+  });
+}
+
+at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t upx, int64_t upy,
+                         int64_t downx, int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0,
+                         int64_t pady1, bool flip, double gain) {
+  TORCH_CHECK(x_in.dim() == 4, "upfirdn2d: x must be [N, C, H, W]");
+  TORCH_CHECK(f.dim() == 2 && f.size(0) > 0 && f.size(1) > 0, "upfirdn2d: f must be a non-empty 2-D filter");
+  TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
+  const at::Tensor x = x_in.contiguous();
+  const int64_t n = x.size(0), c = x.size(1), ih = x.size(2), iw = x.size(3);
+  const int64_t fh = f.size(0), fw = f.size(1);
+  const int64_t oh = (ih * upy + pady0 + pady1 - fh) / downy + 1;
+  const int64_t ow = (iw * upx + padx0 + padx1 - fw) / downx + 1;
+  TORCH_CHECK(ih * upy + pady0 + pady1 >= fh && iw * upx + padx0 + padx1 >= fw,
+              "upfirdn2d: padded input is smaller than the filter");
+  at::Tensor out = at::empty({n, c, oh, ow}, x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nda_upfirdn2d_cpu", [&] {
+    // Taps in the accumulation type, flipped for true convolution and scaled by the gain.
+    at::Tensor wt = f.to(x.scalar_type()).contiguous();
+    if (!flip) wt = wt.flip({0, 1}).contiguous();
+    wt = (wt * gain).contiguous();
+    upfirdn2d_loop<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
+                                       out.data_ptr<scalar_t>(), n * c, ih, iw, oh, ow, fh, fw,
+                                       upx, upy, downx, downy, padx0, pady0);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(nda_upfirdn2d, m) {
+  m.def("upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, "
+        "int padx1, int pady0, int pady1, bool flip, float gain) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(nda_upfirdn2d, CPU, m) { m.impl("upfirdn2d", &upfirdn2d_cpu); }
