@@ -14,7 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.8",
     packages=find_packages(include=["nda_stylegan", "nda_stylegan.*"]),
-    package_data={"nda_stylegan": ["ops/csrc/*", "patches/*"]},
+    package_data={"nda_stylegan": ["ops/csrc/*", "patching/hooks/*.hook"]},
     install_requires=["torch>=1.9", "numpy", "click", "pillow", "ninja"],
     extras_require={"test": ["pytest", "scipy", "torchvision"]},
     entry_points={

@@ -1,0 +1,108 @@
+"""The trainer plugin (entry point ``nda`` in group ``stylegan.trainer_plugins``).
+
+It adds ``--nda``, ``--nda-lambda``, ``--nda-mode`` and ``--nda-loss`` to a trainer's ``train.py``
+(ours, or a fork patched by ``nda-stylegan patch``) and, when ``--nda`` is given, rewrites the
+training config so that the host builds :class:`nda_stylegan.loss.NDALoss` around its own loss
+class. Without ``--nda`` the config is left untouched.
+"""
+
+import math
+
+import click
+
+LOSS_CLASS = "nda_stylegan.loss.NDALoss"
+DEFAULT_LAMBDA = 0.25
+MODES = ("weighted", "mixture")
+LOSS_CHOICES = ("auto", "logistic", "hinge")
+
+
+def _check_lambda(ctx, param, value):
+    if value is None:
+        return None
+    if not math.isfinite(value) or not 0 < value <= 1:
+        raise click.BadParameter("%g is not in (0, 1]; the paper uses 0.25 (weight of G's fakes; "
+                                 "negatives get 1 - lambda)" % value)
+    return value
+
+
+class NDAPlugin(object):
+    """Options and config rewrite of nda_stylegan (docs/contracts.md section 3)."""
+
+    name = "nda"
+
+    def click_options(self):
+        """Fresh click options (a host appends them to its train command)."""
+        return [
+            click.Option(["--nda"], type=str, default=None, metavar="SPEC",
+                         help="Negative data augmentation: negatives for D, e.g. 'jigsaw' or "
+                              "'jigsaw(k=4):3,stitch'  [default: off]"),
+            click.Option(["--nda-lambda"], type=float, default=None, metavar="FLOAT", callback=_check_lambda,
+                         help="Weight of G's fakes in D's fake term, in (0, 1]; negatives get 1 - lambda  "
+                              "[default: %g]" % DEFAULT_LAMBDA),
+            click.Option(["--nda-mode"], type=click.Choice(MODES), default=None,
+                         help="weighted: extra D pass on negatives; mixture: negatives replace part of "
+                              "the fake batch  [default: weighted]"),
+            click.Option(["--nda-loss"], type=click.Choice(LOSS_CHOICES), default=None,
+                         help="Loss of the NDA term; auto = the host's logistic  [default: auto]"),
+        ]
+
+    def option_names(self):
+        return ["nda", "nda_lambda", "nda_mode", "nda_loss"]
+
+    def rewrite_config(self, config, options):
+        """Point ``config['loss_kwargs']`` at NDALoss around the host's loss class; return the
+        run-name text (``"nda-jigsaw-stitch"``), or None without ``--nda`` (config untouched)."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(self.option_names()))
+        if unknown:
+            raise click.UsageError("nda plugin: unknown option(s) %s; known: %s"
+                                   % (", ".join(unknown), ", ".join(self.option_names())))
+        spec = options.get("nda")
+        if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none", "off")):
+            given = [n for n in self.option_names()[1:] if options.get(n) is not None]
+            if given:
+                raise click.UsageError("--%s has no effect without --nda; add --nda=SPEC (e.g. --nda=jigsaw)"
+                                       % given[0].replace("_", "-"))
+            return None
+        lam = options.get("nda_lambda")
+        lam = DEFAULT_LAMBDA if lam is None else _check_lambda(None, None, float(lam))
+        mode = options.get("nda_mode") or "weighted"
+        if mode not in MODES:
+            raise click.BadParameter("%r is not one of %s" % (mode, ", ".join(MODES)), param_hint="'--nda-mode'")
+        loss = options.get("nda_loss") or "auto"
+        if loss not in LOSS_CHOICES:
+            raise click.BadParameter("%r is not one of %s" % (loss, ", ".join(LOSS_CHOICES)), param_hint="'--nda-loss'")
+        loss = "logistic" if loss == "auto" else loss
+        if mode == "mixture" and loss != "logistic":
+            raise click.UsageError("--nda-loss=%s needs --nda-mode=weighted: in mixture mode negatives take the "
+                                   "host's own logistic fake loss" % loss)
+        from .spec import parse_spec, spec_slug  # late: parsing loads the negatives' registry
+
+        try:
+            parse_spec(spec)
+            slug = spec_slug(spec)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--nda'")
+
+        loss_kwargs = config.get("loss_kwargs") if hasattr(config, "get") else None
+        if loss_kwargs is None or not loss_kwargs.get("class_name"):
+            raise click.UsageError("nda plugin: the training config has no loss_kwargs.class_name to wrap; "
+                                   "this train.py is not a StyleGAN2-ADA-style trainer")
+        inner = loss_kwargs["class_name"]
+        if inner == LOSS_CLASS:
+            raise click.UsageError("nda plugin: loss_kwargs already builds %s (plugin applied twice?)" % LOSS_CLASS)
+        host_kwargs = [(k, v) for k, v in loss_kwargs.items() if k != "class_name"]
+        # In place, keeping the container's type (dict or the host's EasyDict).
+        loss_kwargs.clear()
+        loss_kwargs["class_name"] = LOSS_CLASS
+        loss_kwargs["nda_inner_class_name"] = inner
+        loss_kwargs["nda_spec"] = spec
+        loss_kwargs["nda_lambda"] = float(lam)
+        loss_kwargs["nda_mode"] = mode
+        loss_kwargs["nda_loss"] = loss
+        for key, value in host_kwargs:
+            loss_kwargs[key] = value
+        return "nda-" + slug
+
+
+plugin = NDAPlugin()
