@@ -311,8 +311,10 @@ class NDALoss(object):
 
     def pop_stats(self):
         """Means since the last call: D's score on negatives, the NDA loss, the masked share
-        (plus the host loss's own statistics when it has ``pop_stats``)."""
+        (plus the pipe's and the host loss's own statistics when they have ``pop_stats``)."""
         stats = dict(self.inner.pop_stats()) if hasattr(self.inner, "pop_stats") else {}
+        if hasattr(self.pipe, "pop_stats"):  # NDAPipe: share of each negative, share equal to source
+            stats.update(self.pipe.pop_stats())
         for name, (total, count) in self._stat_sums.items():
             count = float(count)
             if count > 0:
