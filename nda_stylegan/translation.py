@@ -119,13 +119,15 @@ class TranslationNDA:
         weights = valid.to(neg_scores.dtype)
         nda = (per_image(fake_loss(neg_scores, self.loss)) * weights).sum() / weights.sum().clamp(min=1)
         loss = real.mean() + self.nda_lambda * fake.mean() + (1 - self.nda_lambda) * nda
-        stats = {
-            "loss_real": float(real.mean()),
-            "loss_fake": float(fake.mean()),
-            "loss_nda": float(nda),
-            "score_negative": float(neg_scores.detach().flatten(1).mean(1)[valid].mean()) if bool(valid.any()) else float("nan"),
-            "share_masked": float(1 - weights.mean()),
-        }
+        with torch.no_grad():
+            neg_per_image = neg_scores.flatten(1).mean(1)[valid]
+            stats = {
+                "loss_real": float(real.mean()),
+                "loss_fake": float(fake.mean()),
+                "loss_nda": float(nda),
+                "score_negative": float(neg_per_image.mean()) if len(neg_per_image) else float("nan"),
+                "share_masked": float(1 - weights.mean()),
+            }
         return loss, stats
 
     def generator_loss(self, D, inputs, fakes):
