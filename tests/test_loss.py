@@ -181,3 +181,25 @@ def test_state_dict_round_trip_and_bad_phase():
         loss.accumulate_gradients("Gfoo", None, None, None, None, gain=1, cur_nimg=0)
     with pytest.raises(ValueError, match="r1_gamma"):
         StyleGAN2Loss("cpu", G, D, r1_gamma=-1)
+
+
+class SkipStyleMapping(LinearMapping):
+    """stylegan2-ada's keyword: skip_w_avg_update."""
+
+    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False):
+        return super().forward(z, c, update_emas=not skip_w_avg_update)
+
+
+@pytest.mark.parametrize("mapping_class", [LinearMapping, SkipStyleMapping])
+def test_w_avg_moves_only_in_D_phases(mapping_class):
+    G, D, _ = make(style_mixing_prob=1)
+    G.mapping = mapping_class().requires_grad_(False)
+    loss = StyleGAN2Loss("cpu", G, D, style_mixing_prob=1)
+    real, rc, z, c = batch()
+    G.requires_grad_(True)
+    loss.accumulate_gradients("Gboth", real, rc, z, c, gain=1, cur_nimg=0)
+    assert float(G.mapping.w_avg.abs().sum()) == 0
+    G.requires_grad_(False)
+    D.requires_grad_(True)
+    loss.accumulate_gradients("Dmain", real, rc, z, c, gain=1, cur_nimg=0)
+    assert float(G.mapping.w_avg.abs().sum()) > 0

@@ -6,6 +6,8 @@ Phases: Gmain, Greg, Gboth, Dmain, Dreg, Dboth; the loop passes ``gain`` = the p
 which is how lazy regularisation keeps the penalty's expected strength.
 """
 
+import inspect
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,9 +34,33 @@ def _blur(img, sigma):
                     groups=channels)
 
 
+def _named_params(fn):
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+class _EmaKeyword:
+    """How a network's forward says "update running averages": stylegan3's ``update_emas=True``,
+    stylegan2-ada's mapping ``skip_w_avg_update=False``, or not at all."""
+
+    def __init__(self, module):
+        params = _named_params(module.forward) if module is not None else set()
+        self.style = "update_emas" if "update_emas" in params else "skip" if "skip_w_avg_update" in params else None
+
+    def __call__(self, update_emas):
+        if self.style == "update_emas":
+            return {"update_emas": update_emas}
+        if self.style == "skip":
+            return {"skip_w_avg_update": not update_emas}
+        return {}
+
+
 class StyleGAN2Loss:
-    """The bundled host's loss. ``G`` needs ``z_dim``, ``mapping(z, c, update_emas=...)`` and
-    ``synthesis(ws, update_emas=...)``; ``D(img, c, update_emas=...)`` returns logits."""
+    """The bundled host's loss. ``G`` needs ``z_dim``, ``mapping(z, c, ...)`` and
+    ``synthesis(ws, ...)``; ``D(img, c, ...)`` returns logits. Running averages (w_avg) are
+    updated through whichever keyword the networks take (stylegan3's or stylegan2-ada's)."""
 
     def __init__(self, device, G, D, augment_pipe=None, r1_gamma=10, style_mixing_prob=0.9, pl_weight=2,
                  pl_batch_shrink=2, pl_decay=0.01, pl_no_weight_grad=False, blur_init_sigma=0, blur_fade_kimg=0):
@@ -58,6 +84,9 @@ class StyleGAN2Loss:
         self.pl_no_weight_grad = bool(pl_no_weight_grad)
         self.blur_init_sigma = float(blur_init_sigma)
         self.blur_fade_kimg = float(blur_fade_kimg)
+        self._ema_mapping = _EmaKeyword(getattr(G, "mapping", None))
+        self._ema_synthesis = _EmaKeyword(getattr(G, "synthesis", None))
+        self._ema_D = _EmaKeyword(D)
         self.pl_mean = torch.zeros([], device=self.device)
         # The running path-length mean is moved once per Greg step by the mean over *all* rounds
         # and processes of that step (stylegan3 moves it per round and per process). So a split of
@@ -66,17 +95,17 @@ class StyleGAN2Loss:
 
     # ------------------------------------------------------------------ forward passes
     def run_G(self, z, c, update_emas=False):
-        ws = self.G.mapping(z, c, update_emas=update_emas)
+        ws = self.G.mapping(z, c, **self._ema_mapping(update_emas))
         if self.style_mixing_prob > 0:
             with torch.autograd.profiler.record_function("style_mixing"):
                 num_ws = ws.shape[1]
                 cutoff = torch.randint(1, num_ws, [], device=ws.device) if num_ws > 1 else torch.ones([], dtype=torch.int64, device=ws.device)
                 mix = torch.rand([], device=ws.device) < self.style_mixing_prob
                 cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, num_ws))
-                ws_mix = self.G.mapping(torch.randn_like(z), c, update_emas=False)
+                ws_mix = self.G.mapping(torch.randn_like(z), c, **self._ema_mapping(False))
                 layer = torch.arange(num_ws, device=ws.device).view(1, -1, 1)
                 ws = torch.where(layer < cutoff, ws, ws_mix)
-        img = self.G.synthesis(ws, update_emas=update_emas)
+        img = self.G.synthesis(ws, **self._ema_synthesis(update_emas))
         return img, ws
 
     def run_D(self, img, c, blur_sigma=0, update_emas=False):
@@ -85,7 +114,7 @@ class StyleGAN2Loss:
                 img = _blur(img, blur_sigma)
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return self.D(img, c, update_emas=update_emas)
+        return self.D(img, c, **self._ema_D(update_emas))
 
     # ------------------------------------------------------------------ path-length mean
     def _flush_pl_mean(self):
