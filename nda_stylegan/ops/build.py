@@ -121,10 +121,15 @@ def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
 
     sources = [os.path.abspath(s) for s in sources]
     extra_cflags = ["-O3"]
+    extra_ldflags = []
     extra_cuda_cflags = ["-O3"]
+    if sys.platform.startswith("linux"):
+        # Without -fopenmp, at::parallel_for in an op runs on one thread (torch ships libgomp.so.1).
+        extra_cflags.append("-fopenmp")
+        extra_ldflags.append("-fopenmp")
     if cuda:
         _prepare_cuda_build()
-    key = source_hash(sources, extra=(cuda, extra_cflags, extra_cuda_cflags,
+    key = source_hash(sources, extra=(cuda, extra_cflags, extra_ldflags, extra_cuda_cflags,
                                       os.environ.get("TORCH_CUDA_ARCH_LIST", "")))
     lib_name = "%s_%s%s" % (name, "cuda_" if cuda else "", key)
     build_dir = build_dir or os.path.join(cache_root(), lib_name)
@@ -134,6 +139,7 @@ def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
             name=lib_name,
             sources=sources,
             extra_cflags=extra_cflags,
+            extra_ldflags=extra_ldflags,
             extra_cuda_cflags=extra_cuda_cflags,
             build_directory=build_dir,
             is_python_module=False,

@@ -88,14 +88,19 @@ inline Box clamped_box(const int64_t* b, int64_t h, int64_t w) {
 
 // Per-channel mean of images[n] over its box, for BOX_FILL images (reads the box only).
 template <typename scalar_t>
-void box_means(const scalar_t* in, const Plan& p, int64_t n, int64_t c, int64_t h, int64_t w,
-               std::vector<scalar_t>& fill) {
+std::vector<scalar_t> box_means(const scalar_t* in, const Plan& p, int64_t n, int64_t c, int64_t h, int64_t w) {
   using opmath_t = typename OpMath<scalar_t>::type;
-  fill.assign(n * c, scalar_t(0));
-  at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
+  std::vector<scalar_t> fill(n * c, scalar_t(0));
+  int64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const Box b = clamped_box(p.box + 6 * i, h, w);
+    if (b.mode == kBoxFill) total += (b.y1 - b.y0) * (b.x1 - b.x0) * c;
+  }
+  if (total == 0) return fill;
+  const int64_t grain = total < 65536 ? n * c : 1;  // small boxes: not worth waking threads
+  at::parallel_for(0, n * c, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t img = i / c;
-      const Box b = clamped_box(p.box + 6 * img, h, w);
+      const Box b = clamped_box(p.box + 6 * (i / c), h, w);
       if (b.mode != kBoxFill) continue;
       const scalar_t* plane = in + i * h * w;
       double sum = 0;  // double: at least as accurate as the reference's float32 cascade sum
@@ -105,50 +110,57 @@ void box_means(const scalar_t* in, const Plan& p, int64_t n, int64_t c, int64_t 
       fill[i] = static_cast<scalar_t>(static_cast<opmath_t>(sum) / static_cast<opmath_t>(area));
     }
   });
+  return fill;
 }
 
-// One tile's run of an output row: where it starts, how long it is, and where its source
-// starts when the source is one contiguous run (rotation 0, nothing clamped), else -1.
-struct Run {
-  int64_t x_begin, size, contiguous_src;
+// Where one output tile reads from. Source offsets (image * C*H*W + y * W + x) are affine in
+// the tile's local (ly, lx): start + ly * dy + lx * dx, unless clamping bends them (a rotated
+// non-square tile, or a tile id outside the grid); such tiles take the per-pixel path.
+struct TileSource {
+  int64_t img_off, si, sj, rot;  // as in the reference
+  int64_t size_y, size_x;        // the output tile's size
+  bool affine;
+  int64_t start, dy, dx;
 };
 
-// Source offset (image * C*H*W + y * W + x) of every pixel of output row y of image n, and the
-// row's runs (one per tile column). Returns the number of runs.
-int64_t row_sources(const Plan& p, int64_t n, int64_t y, int64_t c, int64_t h, int64_t w, int64_t* idx,
-                    Run* runs) {
+inline bool in_range(int64_t lo, int64_t hi, int64_t size) { return lo >= 0 && hi < size; }
+
+TileSource tile_source(const Plan& p, int64_t n, int64_t ti, int64_t tj, int64_t c, int64_t h, int64_t w) {
   const int64_t gh = p.grid[2 * n], gw = p.grid[2 * n + 1];
   const int64_t th = h / gh, tw = w / gw;
-  const int64_t ti = std::min(y / th, gh - 1);
-  const int64_t ly = y - ti * th;
-  const int64_t size_y = ti == gh - 1 ? h - (gh - 1) * th : th;
-  const int64_t chw = c * h * w;
-  for (int64_t tj = 0; tj < gw; ++tj) {
-    const int64_t x_begin = tj * tw;
-    const int64_t size_x = tj == gw - 1 ? w - (gw - 1) * tw : tw;
-    const int64_t* e = p.tiles + 3 * (n * p.n_tiles + ti * gw + tj);
-    const int64_t img = e[0], st = e[1], rot = e[2];
-    const int64_t si = floor_div(st, gw), sj = st - si * gw;
-    const int64_t base = img * chw;
-    int64_t* out = idx + x_begin;
-    runs[tj] = Run{x_begin, size_x, -1};
-    if (rot == 0) {
-      const int64_t row = base + clamp64(si * th + ly, 0, h - 1) * w;
-      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = row + clamp64(sj * tw + lx, 0, w - 1);
-      // Clamping keeps the run monotone with slope <= 1: equal ends mean no pixel was clamped.
-      if (out[size_x - 1] - out[0] == size_x - 1) runs[tj].contiguous_src = out[0];
-    } else if (rot == 1) {
-      const int64_t sx = clamp64(sj * tw + size_y - 1 - ly, 0, w - 1);
-      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = base + clamp64(si * th + lx, 0, h - 1) * w + sx;
-    } else if (rot == 2) {
-      const int64_t row = base + clamp64(si * th + size_y - 1 - ly, 0, h - 1) * w;
-      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = row + clamp64(sj * tw + size_x - 1 - lx, 0, w - 1);
-    } else {
-      const int64_t sx = clamp64(sj * tw + ly, 0, w - 1);
-      for (int64_t lx = 0; lx < size_x; ++lx) out[lx] = base + clamp64(si * th + size_x - 1 - lx, 0, h - 1) * w + sx;
-    }
+  const int64_t* e = p.tiles + 3 * (n * p.n_tiles + ti * gw + tj);
+  TileSource t;
+  t.img_off = e[0] * c * h * w;
+  t.si = floor_div(e[1], gw);
+  t.sj = e[1] - t.si * gw;
+  t.rot = e[2];
+  t.size_y = ti == gh - 1 ? h - (gh - 1) * th : th;
+  t.size_x = tj == gw - 1 ? w - (gw - 1) * tw : tw;
+  const int64_t y0 = t.si * th, x0 = t.sj * tw;
+  // Rotations 1 and 3 swap which output axis walks which source axis.
+  const int64_t ext_y = (t.rot & 1) ? t.size_x : t.size_y, ext_x = (t.rot & 1) ? t.size_y : t.size_x;
+  t.affine = in_range(y0, y0 + ext_y - 1, h) && in_range(x0, x0 + ext_x - 1, w);
+  switch (t.rot) {
+    case 0: t.start = y0 * w + x0; t.dy = w; t.dx = 1; break;
+    case 1: t.start = y0 * w + x0 + t.size_y - 1; t.dy = -1; t.dx = w; break;
+    case 2: t.start = (y0 + t.size_y - 1) * w + x0 + t.size_x - 1; t.dy = -w; t.dx = -1; break;
+    default: t.start = (y0 + t.size_x - 1) * w + x0; t.dy = 1; t.dx = -w; break;
   }
-  return gw;
+  t.start += t.img_off;
+  return t;
+}
+
+// Source offset of local pixel (ly, lx) with the reference's clamping (the slow, exact path).
+inline int64_t clamped_source(const TileSource& t, int64_t ly, int64_t lx, int64_t th, int64_t tw, int64_t h,
+                              int64_t w) {
+  int64_t sy, sx;
+  switch (t.rot) {
+    case 0: sy = ly; sx = lx; break;
+    case 1: sy = lx; sx = t.size_y - 1 - ly; break;
+    case 2: sy = t.size_y - 1 - ly; sx = t.size_x - 1 - lx; break;
+    default: sy = t.size_x - 1 - lx; sx = ly; break;
+  }
+  return t.img_off + clamp64(t.si * th + sy, 0, h - 1) * w + clamp64(t.sj * tw + sx, 0, w - 1);
 }
 
 template <typename scalar_t>
@@ -159,39 +171,131 @@ inline bool not_finite(scalar_t v) {
   return !(std::abs(f) <= std::numeric_limits<opmath_t>::max());
 }
 
+// Copy `size` values from `src` walking `step` elements at a time.
+template <typename scalar_t>
+inline void gather_run(scalar_t* __restrict__ o, const scalar_t* __restrict__ src, int64_t size, int64_t step) {
+  if (step == 1) {
+    std::memcpy(o, src, sizeof(scalar_t) * size);
+  } else if (step == -1) {
+    for (int64_t x = 0; x < size; ++x) o[x] = src[-x];
+  } else {
+    for (int64_t x = 0; x < size; ++x) o[x] = src[x * step];
+  }
+}
+
+// The same copy fused with the flag checks against the source image's row `own` (used when
+// nothing else touches the row, so each value is checked while it is in a register).
+template <typename scalar_t>
+inline void gather_run_checked(scalar_t* __restrict__ o, const scalar_t* __restrict__ src, int64_t size,
+                               int64_t step, const scalar_t* __restrict__ own, int& changed, int& nonfinite) {
+  using opmath_t = typename OpMath<scalar_t>::type;
+  int chg = 0, nf = 0;
+  if (step == 1) {
+    for (int64_t x = 0; x < size; ++x) {
+      const scalar_t v = src[x];
+      o[x] = v;
+      chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
+      nf |= not_finite(v);
+    }
+  } else {
+    for (int64_t x = 0; x < size; ++x) {
+      const scalar_t v = src[x * step];
+      o[x] = v;
+      chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
+      nf |= not_finite(v);
+    }
+  }
+  changed |= chg;
+  nonfinite |= nf;
+}
+
+// Flag checks of a finished output row against the source image's row.
+template <typename scalar_t>
+inline void check_row(const scalar_t* __restrict__ o, const scalar_t* __restrict__ own, int64_t w, int& changed,
+                      int& nonfinite) {
+  using opmath_t = typename OpMath<scalar_t>::type;
+  int chg = 0, nf = 0;
+  for (int64_t x = 0; x < w; ++x) {
+    chg |= static_cast<opmath_t>(o[x]) != static_cast<opmath_t>(own[x]);
+    nf |= not_finite(o[x]);
+  }
+  changed |= chg;
+  nonfinite |= nf;
+}
+
 template <typename scalar_t>
 void apply_plan_kernel(const scalar_t* in, scalar_t* out, int32_t* flags, const Plan& p,
                        int64_t n, int64_t c, int64_t h, int64_t w) {
   using opmath_t = typename OpMath<scalar_t>::type;
   const int64_t hw = h * w, chw = c * hw;
-  std::vector<scalar_t> fill;
-  box_means(in, p, n, c, h, w, fill);
+  const std::vector<scalar_t> fill = box_means(in, p, n, c, h, w);
+
+  // Every tile's source, once per call (N * gh * gw entries; no divisions per row below).
+  std::vector<int64_t> first_tile(n + 1, 0);
+  for (int64_t i = 0; i < n; ++i) first_tile[i + 1] = first_tile[i] + p.grid[2 * i] * p.grid[2 * i + 1];
+  std::vector<TileSource> sources(first_tile[n]);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t gh = p.grid[2 * i], gw = p.grid[2 * i + 1];
+    for (int64_t ti = 0; ti < gh; ++ti)
+      for (int64_t tj = 0; tj < gw; ++tj) sources[first_tile[i] + ti * gw + tj] = tile_source(p, i, ti, tj, c, h, w);
+  }
   std::vector<uint8_t> row_flags(n * h, 0);
 
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, c * w));
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, c * w));
   at::parallel_for(0, n * h, grain, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> idx(w);
-    std::vector<Run> runs(w);
+    std::vector<int64_t> idx(w);  // per-pixel offsets of the rare clamped tiles
+    int64_t img = begin / h, y = begin % h;
+    int64_t gh = 0, gw = 0, th = 0, tw = 0, ti = 0, ly = 0;
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t img = r / h, y = r % h;
-      const int64_t n_runs = row_sources(p, img, y, c, h, w, idx.data(), runs.data());
-      const opmath_t wgt = static_cast<opmath_t>(p.blend_w[img]);
-      const bool blending = p.blend_w[img] != 1.0f;
+      if (r == begin || y == 0) {  // a new image: its constants, and the tile row of y
+        gh = p.grid[2 * img];
+        gw = p.grid[2 * img + 1];
+        th = h / gh;
+        tw = w / gw;
+        ti = std::min(y / th, gh - 1);
+        ly = y - ti * th;
+      }
+      const TileSource* row_tiles = sources.data() + first_tile[img] + ti * gw;
+      const float wf = p.blend_w[img];
+      const bool blending = wf != 1.0f;
+      const opmath_t wgt = static_cast<opmath_t>(wf);
       const scalar_t* blend_row = in + p.blend_src[img] * chw + y * w;
       const Box b = clamped_box(p.box + 6 * img, h, w);
-      const bool boxed = b.mode != 0 && y >= b.y0 && y < b.y1;
+      const bool boxed = (b.mode == kBoxFill || b.mode == kBoxPaste) && y >= b.y0 && y < b.y1;
       const scalar_t* own_row = in + img * chw + y * w;
       const scalar_t* paste_row = in + b.src * chw + y * w;
-      bool changed = false, nonfinite = false;
+      for (int64_t tj = 0; tj < gw; ++tj) {
+        const TileSource& t = row_tiles[tj];
+        if (!t.affine)
+          for (int64_t lx = 0; lx < t.size_x; ++lx) idx[tj * tw + lx] = clamped_source(t, ly, lx, th, tw, h, w);
+      }
+      int changed = 0, nonfinite = 0;
       for (int64_t ch = 0; ch < c; ++ch) {
         scalar_t* o = out + img * chw + ch * hw + y * w;
         const scalar_t* plane = in + ch * hw;
-        for (int64_t k = 0; k < n_runs; ++k) {
-          const Run& run = runs[k];
-          if (run.contiguous_src >= 0 && run.size >= 8) {
-            std::memcpy(o + run.x_begin, plane + run.contiguous_src, sizeof(scalar_t) * run.size);
+        const scalar_t* own = own_row + ch * hw;
+        if (!blending && !boxed) {  // the common row: gather and check in one go
+          for (int64_t tj = 0; tj < gw; ++tj) {
+            const TileSource& t = row_tiles[tj];
+            const int64_t x0 = tj * tw;
+            if (t.affine) {
+              gather_run_checked(o + x0, plane + t.start + ly * t.dy, t.size_x, t.dx, own + x0, changed, nonfinite);
+            } else {
+              const int64_t* it = idx.data() + x0;
+              for (int64_t lx = 0; lx < t.size_x; ++lx) o[x0 + lx] = plane[it[lx]];
+              check_row(o + x0, own + x0, t.size_x, changed, nonfinite);
+            }
+          }
+          continue;
+        }
+        for (int64_t tj = 0; tj < gw; ++tj) {
+          const TileSource& t = row_tiles[tj];
+          scalar_t* ot = o + tj * tw;
+          if (t.affine) {
+            gather_run(ot, plane + t.start + ly * t.dy, t.size_x, t.dx);
           } else {
-            for (int64_t x = run.x_begin; x < run.x_begin + run.size; ++x) o[x] = plane[idx[x]];
+            const int64_t* it = idx.data() + tj * tw;
+            for (int64_t lx = 0; lx < t.size_x; ++lx) ot[lx] = plane[it[lx]];
           }
         }
         if (blending) {
@@ -205,25 +309,25 @@ void apply_plan_kernel(const scalar_t* in, scalar_t* out, int32_t* flags, const 
             const scalar_t v = fill[img * c + ch];
             for (int64_t x = b.x0; x < b.x1; ++x) o[x] = v;
           } else {
-            const scalar_t* src = paste_row + ch * hw;
-            for (int64_t x = b.x0; x < b.x1; ++x) o[x] = src[x];
+            std::memcpy(o + b.x0, paste_row + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
           }
         }
-        const scalar_t* own = own_row + ch * hw;
-        bool ch_changed = false, ch_nonfinite = false;
-        for (int64_t x = 0; x < w; ++x) {
-          ch_changed |= static_cast<opmath_t>(o[x]) != static_cast<opmath_t>(own[x]);
-          ch_nonfinite |= not_finite(o[x]);
-        }
-        changed |= ch_changed;
-        nonfinite |= ch_nonfinite;
+        check_row(o, own, w, changed, nonfinite);
       }
       row_flags[r] = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
+      // Next row: walk the tile grid without dividing.
+      if (++y == h) {
+        y = 0;
+        ++img;
+      } else if (++ly == th && ti < gh - 1) {
+        ly = 0;
+        ++ti;
+      }
     }
   });
   for (int64_t i = 0; i < n; ++i) {
     int32_t f = 0;
-    for (int64_t y = 0; y < h; ++y) f |= row_flags[i * h + y];
+    for (int64_t yy = 0; yy < h; ++yy) f |= row_flags[i * h + yy];
     flags[i] = f;
   }
 }

@@ -4,7 +4,6 @@
 // Only CUDA runtime headers here, so nvcc compiles this file in seconds; tile_cuda.cpp does
 // the tensor checks and registration and calls nda_tile_cuda_launch().
 //
-// Box modes: 1 fills with the box mean, 2 pastes another image (anything else: no box).
 // Two launches: a small reduction for the box means of BOX_FILL images (one block per image
 // and channel, reading the box only), then one pass where each thread makes one output pixel
 // in every channel and the flags are OR-ed per block (one atomic per block and image).
@@ -18,6 +17,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kBoxFill = 1;
+constexpr int64_t kBoxPaste = 2;
 
 // Loads into / stores from the arithmetic type (float, or double for double images).
 template <typename T> struct Num;
@@ -153,7 +153,7 @@ __global__ void apply_plan_kernel(const scalar_t* __restrict__ in, scalar_t* __r
       const op_t wgt = static_cast<op_t>(wf);
       const int64_t other = clamp64(p.blend_src[n], 0, nb - 1) * chw + here;
       const BoxView b = load_box(p, n, nb, h, w);
-      const bool boxed = b.mode != 0 && y >= b.y0 && y < b.y1 && x >= b.x0 && x < b.x1;
+      const bool boxed = (b.mode == kBoxFill || b.mode == kBoxPaste) && y >= b.y0 && y < b.y1 && x >= b.x0 && x < b.x1;
       const int64_t pasted = b.src * chw + here;
       const int64_t own = n * chw + here;
       for (int64_t ch = 0; ch < c; ++ch) {
