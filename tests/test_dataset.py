@@ -195,3 +195,81 @@ def test_builtin_dataset_without_cache_renders_the_same_images():
 def test_builtin_dataset_bad_arguments(kwargs, pattern):
     with pytest.raises(DatasetError, match=pattern):
         BuiltinDataset(**kwargs)
+
+
+# ---------------------------------------------------------------------------- dataset_tool.py
+
+def run_tool(*args):
+    from click.testing import CliRunner
+
+    import dataset_tool
+
+    return CliRunner().invoke(dataset_tool.main, [str(a) for a in args], catch_exceptions=False)
+
+
+def error_line(result):
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_tool_exports_the_builtin_faces_in_the_datasets_format(tmp_path):
+    dest = tmp_path / "faces.zip"
+    result = run_tool("--source", "builtin", "--dest", dest, "--max-images", 12, "--resolution", "16x16")
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(str(dest)) as z:
+        assert "00000/img00000011.png" in z.namelist() and "dataset.json" in z.namelist()
+    ds = ImageFolderDataset(str(dest), use_labels=True)
+    images, labels = make_faces(12, resolution=16)
+    assert len(ds) == 12 and ds.label_dim == 4
+    for i in (0, 11):
+        assert np.array_equal(ds[i][0], images[i].transpose(2, 0, 1))  # PNG is lossless
+        assert int(ds[i][1].argmax()) == labels[i]
+    assert sorted(os.listdir(str(tmp_path))) == ["faces.zip"]  # no temp files left
+
+
+def test_tool_labels_from_subfolders_resizes_and_writes_a_folder(tmp_path):
+    src = tmp_path / "src"
+    write_folder(src, random_images(2, (20, 30, 3)), names=["cats/a.png", "cats/b.jpg"])
+    write_folder(src, random_images(1, (64, 64, 3)), names=["dogs/c.png"])
+    dest = tmp_path / "out"
+    result = run_tool("--source", src, "--dest", dest, "--resolution", "8x8")
+    assert result.exit_code == 0, result.output
+    ds = ImageFolderDataset(str(dest), use_labels=True)
+    assert ds.image_shape == [3, 8, 8] and [int(ds.get_label(i).argmax()) for i in range(3)] == [0, 0, 1]
+    with open(str(dest / "dataset.json")) as f:
+        assert json.load(f)["class_names"] == ["cats", "dogs"]
+
+
+def test_tool_keeps_greyscale_and_existing_labels_and_max_images(tmp_path):
+    src = write_folder(tmp_path / "grey", random_images(4, (8, 8)), labels=[3, 1, 2, 0])
+    dest = tmp_path / "grey.zip"
+    assert run_tool("--source", src, "--dest", dest, "--max-images", 3).exit_code == 0
+    ds = ImageFolderDataset(str(dest), use_labels=True)
+    assert len(ds) == 3 and ds.num_channels == 1
+    assert [int(ds.get_label(i).argmax()) for i in range(3)] == [3, 1, 2]
+
+
+def test_tool_bad_input_is_exit_2_with_one_line_and_no_output(tmp_path):
+    mixed = write_folder(tmp_path / "mixed", random_images(1, (8, 8, 3)) + random_images(1, (16, 16, 3)))
+    corrupt = tmp_path / "corrupt"
+    write_folder(corrupt, random_images(1, (8, 8, 3)))
+    (corrupt / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    cases = [
+        (("--source", tmp_path / "missing"), "does not exist"),
+        (("--source", mixed), "--resolution"),
+        (("--source", str(corrupt)), "zz.png"),
+        (("--source", "builtin", "--resolution", "32x16"), "square"),
+        (("--source", "builtin", "--resolution", "24x24"), "power of two"),
+        (("--source", "builtin", "--resolution", "axb"), "WxH"),
+        (("--source", "builtin", "--max-images", 0), "--max-images"),
+        (("--source", "builtin", "--dest", tmp_path / "no" / "such" / "x.zip"), "does not exist"),
+    ]
+    for args, expected in cases:
+        if "--dest" not in args:
+            args = args + ("--dest", tmp_path / "out.zip")
+        result = run_tool(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert expected in error_line(result), (args, result.output)
+    leftovers = [n for n in os.listdir(str(tmp_path)) if n not in ("mixed", "corrupt")]
+    assert leftovers == [], leftovers
