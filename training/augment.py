@@ -363,7 +363,7 @@ def _sampling_grid(geom, out_h, out_w, in_h, in_w, step, origin_x, origin_y, shi
     dev = geom.device
     xs = origin_x + step * torch.arange(out_w, device=dev, dtype=torch.float32)
     ys = origin_y + step * torch.arange(out_h, device=dev, dtype=torch.float32)
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    xx, yy = xs[None, :].expand(out_h, out_w), ys[:, None].expand(out_h, out_w)
     points = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, -1, 3)
     src = points @ geom.transpose(1, 2)  # [N, P, 3]
     # Centred input coords -> grid_sample's normalised coords (align_corners=False).
