@@ -414,23 +414,23 @@ def _upsample_offset(lowpass):
 
 
 def _upsample2x(x, lowpass):
-    """2x upsampling with the orthogonal low-pass; see _upsample_offset for sample positions."""
-    n, c, h, w = x.shape
+    """2x upsampling with the orthogonal low-pass; see _upsample_offset for sample positions.
+
+    ``conv_transpose2d`` with stride 2 computes y[m] = sum_n x[n] * h[m - 2n] directly (no
+    zero-stuffed copy); the input is first extended by symmetric reflection.
+    """
     k = lowpass.numel()
     pad = k // 4 + 1
-    up = lowpass.flip(0) * math.sqrt(2)
-    for dim, size in ((3, w), (2, h)):
+    up = lowpass * math.sqrt(2)
+    for dim in (3, 2):
+        size = x.shape[dim]
         x = x.index_select(dim, _symmetric_pad_index(size, pad, x.device))
-        shape = list(x.shape)
-        shape[dim] *= 2
-        z = x.new_zeros(shape)
+        n, c, h, w = x.shape
         if dim == 3:
-            z[:, :, :, 0::2] = x
-            z = F.pad(z, [k - 1, 0, 0, 0])
+            full = F.conv_transpose2d(x.reshape(n * c, 1, h, w), up.reshape(1, 1, 1, k), stride=(1, 2))
         else:
-            z[:, :, 0::2, :] = x
-            z = F.pad(z, [0, 0, k - 1, 0])
-        full = _filter_axis(z, up, dim)
+            full = F.conv_transpose2d(x.reshape(n * c, 1, h, w), up.reshape(1, 1, k, 1), stride=(2, 1))
+        full = full.reshape(n, c, full.shape[2], full.shape[3])
         x = full.narrow(dim, 2 * pad + k // 2 - 1, 2 * size)
     return x
 
