@@ -112,6 +112,29 @@ def _prepare_cuda_build():
     return home
 
 
+def _build_flags():
+    """Compiler and linker flags: (cflags, ldflags, cuda_cflags)."""
+    extra_cflags = ["-O3"]
+    extra_ldflags = []
+    extra_cuda_cflags = ["-O3"]
+    if sys.platform.startswith("linux"):
+        # Without -fopenmp, at::parallel_for in an op runs on one thread (torch ships libgomp.so.1).
+        extra_cflags.append("-fopenmp")
+        extra_ldflags.append("-fopenmp")
+    return extra_cflags, extra_ldflags, extra_cuda_cflags
+
+
+def library_name(name, sources, cuda=False):
+    """The name (and cache folder) of a build: ``name`` plus a hash of the sources' bytes, the
+    torch version, the flags and the CUDA architectures, so any change gets a fresh build."""
+    if cuda:
+        _prepare_cuda_build()
+    cflags, ldflags, cuda_cflags = _build_flags()
+    key = source_hash([os.path.abspath(s) for s in sources],
+                      extra=(cuda, cflags, ldflags, cuda_cflags, os.environ.get("TORCH_CUDA_ARCH_LIST", "")))
+    return "%s_%s%s" % (name, "cuda_" if cuda else "", key)
+
+
 def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
     """Compile ``sources`` into a shared library and load it into this process.
 
@@ -120,18 +143,8 @@ def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
     from torch.utils import cpp_extension
 
     sources = [os.path.abspath(s) for s in sources]
-    extra_cflags = ["-O3"]
-    extra_ldflags = []
-    extra_cuda_cflags = ["-O3"]
-    if sys.platform.startswith("linux"):
-        # Without -fopenmp, at::parallel_for in an op runs on one thread (torch ships libgomp.so.1).
-        extra_cflags.append("-fopenmp")
-        extra_ldflags.append("-fopenmp")
-    if cuda:
-        _prepare_cuda_build()
-    key = source_hash(sources, extra=(cuda, extra_cflags, extra_ldflags, extra_cuda_cflags,
-                                      os.environ.get("TORCH_CUDA_ARCH_LIST", "")))
-    lib_name = "%s_%s%s" % (name, "cuda_" if cuda else "", key)
+    extra_cflags, extra_ldflags, extra_cuda_cflags = _build_flags()
+    lib_name = library_name(name, sources, cuda=cuda)
     build_dir = build_dir or os.path.join(cache_root(), lib_name)
     os.makedirs(build_dir, exist_ok=True)
     try:
@@ -147,11 +160,18 @@ def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
             verbose=verbose,
         )
     except Exception as exc:  # compiler errors arrive as RuntimeError / CalledProcessError
-        lines = str(exc).strip().splitlines()
-        raise OpBuildError(
-            "building op %r failed: %s" % (name, lines[-1] if lines else type(exc).__name__)
-        ) from exc
+        raise OpBuildError("building op %r failed: %s (build folder: %s)"
+                           % (name, _first_error(str(exc), type(exc).__name__), build_dir)) from exc
     return os.path.join(build_dir, lib_name + ".so")
+
+
+def _first_error(text, default):
+    """The compiler's first error line (ninja's last line only says that a command failed)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"\berror\b", line, re.I) and not line.startswith("Error building extension"):
+            return line
+    return lines[-1] if lines else default
 
 
 def compile_in_subprocess(name, sources, cuda=True, build_dir=None):
@@ -171,7 +191,8 @@ def compile_in_subprocess(name, sources, cuda=True, build_dir=None):
                           capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise OpBuildError(tail[-1] if tail else "compiler exited with %d" % proc.returncode)
+        last = tail[-1] if tail else "compiler exited with %d" % proc.returncode
+        raise OpBuildError(last.split("OpBuildError: ", 1)[-1])
     return proc.stdout.strip().splitlines()[-1]
 
 
