@@ -38,7 +38,7 @@ def _dataset_config(data, cond, subset, mirror, seed, device):
     info = checks.open_dataset(kwargs, option="--data" if data is not None else "built-in dataset")
     kwargs["resolution"] = info.resolution
     kwargs["max_size"] = len_all = info.size
-    desc = info.name
+    desc = info.name if data is not None else "builtin"
     if cond:
         if not info.has_labels:
             fail("--cond=1 needs labels, but %s has none: add a dataset.json with labels or drop --cond" % desc)
