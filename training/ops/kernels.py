@@ -26,15 +26,27 @@ def check_impl(impl):
         raise ValueError("impl=%r is not known; use one of: %s" % (impl, ", ".join(IMPLS)))
 
 
+_ready = {}  # (op, cuda available) -> bool, once the build was tried
+
+
 def kernels_ready(op):
     """True when op library ``op`` is built and loaded (False under NDA_STYLEGAN_OPS=reference,
     after a failed build in ``auto`` mode, or when nda_stylegan cannot be imported)."""
-    try:
-        from nda_stylegan.ops.build import load_op_library
-    except ImportError:
-        return False
-    cpu, cuda = op_sources(op)
-    return load_op_library("nda_" + op, cpu, cuda)
+    if os.environ.get("NDA_STYLEGAN_OPS", "").strip().lower() == "reference":
+        return False  # checked on every call: the switch may change at run time
+    key = (op, torch.cuda.is_available())
+    if key not in _ready:
+        try:
+            from nda_stylegan.ops.build import load_op_library
+        except ImportError:
+            _ready[key] = False
+            return False
+        cpu, cuda = op_sources(op)
+        ready = load_op_library("nda_" + op, cpu, cuda)
+        if not ready and os.environ.get("NDA_STYLEGAN_OPS", "").strip().lower() == "reference":
+            return False  # not a verdict on the build: ask again when the switch is off
+        _ready[key] = ready
+    return _ready[key]
 
 
 def use_kernel(op, impl, tensor, dtypes):

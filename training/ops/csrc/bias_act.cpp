@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace {
@@ -24,8 +25,10 @@ template <typename T> inline T sigmoid(T z) { return T(1) / (T(1) + std::exp(-z)
 // Activation value f(z).
 template <int ACT, typename T> inline T act_value(T z, T alpha) {
   if (ACT == LINEAR) return z;
-  if (ACT == RELU) return z > T(0) ? z : T(0);
-  if (ACT == LRELU) return z > T(0) ? z : z * alpha;
+  // min/max instead of branches: random signs would defeat the branch predictor, and these
+  // forms vectorise.
+  if (ACT == RELU) return std::max(z, T(0));
+  if (ACT == LRELU) return std::max(z, T(0)) + alpha * std::min(z, T(0));
   if (ACT == TANH) return std::tanh(z);
   if (ACT == SIGMOID) return sigmoid(z);
   if (ACT == ELU) return z > T(0) ? z : std::expm1(z);
@@ -65,6 +68,7 @@ template <int ACT, typename T> inline T act_grad2(T z, T alpha) {
 // First derivative read from the output y (only for piecewise-linear activations with gain > 0).
 template <int ACT, typename T> inline T act_grad1_from_y(T y, T alpha) {
   if (ACT == LINEAR) return T(1);
+  // Selects (not bool-to-float casts): gcc vectorises these, not the casts.
   if (ACT == RELU) return y > T(0) ? T(1) : T(0);
   return y > T(0) ? T(1) : alpha;  // LRELU
 }
@@ -96,55 +100,69 @@ void forward_loop(const T* x, const T* b, T* y, const Args& a) {
   const T alpha = T(a.alpha), gain = T(a.gain), clamp = T(a.clamp);
   const bool has_clamp = a.clamp >= 0;
   for_each_run(a, [&](int64_t i0, int64_t i1, int64_t c, int64_t cstep) {
-    const T* xr = x + i0;
-    T* yr = y + i0;
+    const T* __restrict__ xr = x + i0;
+    T* __restrict__ yr = y + i0;
     const int64_t n = i1 - i0;
     if (b == nullptr || cstep == 0) {
       const T bc = b ? b[c] : T(0);
       if (has_clamp) {
-        for (int64_t j = 0; j < n; ++j) {
-          T v = act_value<ACT>(xr[j] + bc, alpha) * gain;
-          v = v > clamp ? clamp : v;
-          yr[j] = v < -clamp ? -clamp : v;
-        }
+        for (int64_t j = 0; j < n; ++j)
+          yr[j] = std::max(std::min(act_value<ACT>(xr[j] + bc, alpha) * gain, clamp), -clamp);
       } else {
         for (int64_t j = 0; j < n; ++j) yr[j] = act_value<ACT>(xr[j] + bc, alpha) * gain;
       }
     } else {
-      for (int64_t j = 0; j < n; ++j) {
-        T v = act_value<ACT>(xr[j] + b[j], alpha) * gain;
-        if (has_clamp) {
-          v = v > clamp ? clamp : v;
-          v = v < -clamp ? -clamp : v;
-        }
-        yr[j] = v;
+      if (has_clamp) {
+        for (int64_t j = 0; j < n; ++j)
+          yr[j] = std::max(std::min(act_value<ACT>(xr[j] + b[j], alpha) * gain, clamp), -clamp);
+      } else {
+        for (int64_t j = 0; j < n; ++j) yr[j] = act_value<ACT>(xr[j] + b[j], alpha) * gain;
       }
     }
   });
 }
 
 // out = g * gain * f^(order)(x + b) * [|y| < clamp]; with x absent, f' is read from y.
-template <int ACT, typename T>
-void grad_loop(const T* g, const T* x, const T* b, const T* y, T* out, int order, const Args& a) {
+// The cases are split outside the element loops so that each loop stays branch-free.
+template <int ACT, int ORDER, bool FROM_Y, bool CLAMP, typename T>
+void grad_loop_impl(const T* g, const T* x, const T* b, const T* y, T* out, const Args& a) {
   const T alpha = T(a.alpha), gain = T(a.gain), clamp = T(a.clamp);
-  const bool has_clamp = a.clamp >= 0;
   for_each_run(a, [&](int64_t i0, int64_t i1, int64_t c, int64_t cstep) {
     const int64_t n = i1 - i0;
-    const T* gr = g + i0;
-    T* outr = out + i0;
+    const T* __restrict__ gr = g + i0;
+    const T* __restrict__ xr = FROM_Y ? nullptr : x + i0;
+    const T* __restrict__ yr = (FROM_Y || CLAMP) ? y + i0 : nullptr;
+    T* __restrict__ outr = out + i0;
+    const T bc = (b && cstep == 0) ? b[c] : T(0);
+    const T* bv = (b && cstep != 0) ? b : nullptr;
     for (int64_t j = 0; j < n; ++j) {
       T d;
-      if (x == nullptr) {
-        d = act_grad1_from_y<ACT>(y[i0 + j], alpha);
+      if (FROM_Y) {
+        d = act_grad1_from_y<ACT>(yr[j], alpha);
       } else {
-        const T z = x[i0 + j] + (b ? b[c + j * cstep] : T(0));
-        d = order == 1 ? act_grad1<ACT>(z, alpha) : act_grad2<ACT>(z, alpha);
+        const T z = xr[j] + (bv ? bv[j] : bc);
+        d = ORDER == 1 ? act_grad1<ACT>(z, alpha) : act_grad2<ACT>(z, alpha);
       }
-      T v = gr[j] * gain * d;
-      if (has_clamp) v = std::abs(y[i0 + j]) < clamp ? v : T(0);
-      outr[j] = v;
+      // Fold the clamp mask into the gain (one select, which vectorises).
+      const T gm = CLAMP ? (std::max(yr[j], -yr[j]) < clamp ? gain : T(0)) : gain;
+      outr[j] = gr[j] * gm * d;
     }
   });
+}
+
+template <int ACT, typename T>
+void grad_loop(const T* g, const T* x, const T* b, const T* y, T* out, int order, const Args& a) {
+  const bool clamp = a.clamp >= 0;
+  if (x == nullptr) {
+    if (clamp) grad_loop_impl<ACT, 1, true, true>(g, x, b, y, out, a);
+    else grad_loop_impl<ACT, 1, true, false>(g, x, b, y, out, a);
+  } else if (order == 1) {
+    if (clamp) grad_loop_impl<ACT, 1, false, true>(g, x, b, y, out, a);
+    else grad_loop_impl<ACT, 1, false, false>(g, x, b, y, out, a);
+  } else {
+    if (clamp) grad_loop_impl<ACT, 2, false, true>(g, x, b, y, out, a);
+    else grad_loop_impl<ACT, 2, false, false>(g, x, b, y, out, a);
+  }
 }
 
 #define NDA_DISPATCH_ACT(act, ...)                              \
