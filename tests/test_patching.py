@@ -276,3 +276,13 @@ print('dict', [p.name for p in train._trainer_plugins], [p.name for p in train.m
     assert out.returncode == 0, text
     assert "none True []" in text
     assert "dict ['nda'] ['nda', 'nda_lambda', 'nda_mode', 'nda_loss']" in text
+
+
+def test_train_py_that_loads_plugins_itself_is_left_alone(tmp_path):
+    root = fork(tmp_path, "sg3")
+    train = root / "train.py"
+    train.write_text(train.read_text() + "# plugins: entry-point group stylegan.trainer_plugins\n")
+    before = train.read_bytes()
+    result = patch(root)
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    assert train.read_bytes() == before and not os.path.exists(backup_path(str(train)))
