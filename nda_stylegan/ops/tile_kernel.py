@@ -17,17 +17,26 @@ CUDA_SOURCES = (os.path.join(_CSRC, "tile_cuda.cpp"), os.path.join(_CSRC, "tile_
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+_built = {}  # device type -> bool: whether the library (with its kernels for it) loaded
+
+
 def unsupported_reason(images):
-    """Why the kernel cannot apply a plan to ``images`` (None when it can). May build it."""
+    """Why the kernel cannot apply a plan to ``images`` (None when it can). May build it.
+
+    Called on every apply, so the common case costs a dict lookup and one environment read.
+    """
+    kind = images.device.type
     if images.dtype not in DTYPES:
         return "the tile kernel supports float32, float64, float16 and bfloat16 images, not %s" % images.dtype
-    kind = images.device.type
     if kind not in ("cpu", "cuda"):
         return "the tile kernel runs on cpu and cuda devices, not %s" % kind
     if build.ops_mode() == "reference":
         return "NDA_STYLEGAN_OPS=reference disables the tile kernel"
-    # With a GPU visible the library is built with its CUDA sources, so cuda images are covered.
-    if not build.load_op_library(LIBRARY, CPU_SOURCES, CUDA_SOURCES):
+    ok = _built.get(kind)
+    if ok is None:
+        # With a GPU visible the library is built with its CUDA sources, so cuda images are covered.
+        ok = _built[kind] = build.load_op_library(LIBRARY, CPU_SOURCES, CUDA_SOURCES)
+    if not ok:
         return "the tile kernel failed to build (see the warning above)"
     return None
 

@@ -16,6 +16,14 @@
 #include <limits>
 #include <vector>
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define NDA_HAVE_X86_DISPATCH 1
+#define NDA_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define NDA_HAVE_X86_DISPATCH 0
+#define NDA_ALWAYS_INLINE
+#endif
+
 namespace {
 
 constexpr int64_t kBoxFill = 1;
@@ -24,12 +32,12 @@ constexpr int32_t kFlagChanged = 1;
 constexpr int32_t kFlagNonFinite = 2;
 
 // Python's floor division and modulo (the reference uses them on possibly negative tile ids).
-inline int64_t floor_div(int64_t a, int64_t b) {
+NDA_ALWAYS_INLINE inline int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;
   return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
-inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
+NDA_ALWAYS_INLINE inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
@@ -74,7 +82,7 @@ struct Box {
   int64_t y0, y1, x0, x1, mode, src;
 };
 
-inline Box clamped_box(const int64_t* b, int64_t h, int64_t w) {
+NDA_ALWAYS_INLINE inline Box clamped_box(const int64_t* b, int64_t h, int64_t w) {
   Box r;
   r.y0 = clamp64(b[0], 0, h);
   r.y1 = clamp64(b[1], 0, h);
@@ -151,7 +159,7 @@ TileSource tile_source(const Plan& p, int64_t n, int64_t ti, int64_t tj, int64_t
 }
 
 // Source offset of local pixel (ly, lx) with the reference's clamping (the slow, exact path).
-inline int64_t clamped_source(const TileSource& t, int64_t ly, int64_t lx, int64_t th, int64_t tw, int64_t h,
+NDA_ALWAYS_INLINE inline int64_t clamped_source(const TileSource& t, int64_t ly, int64_t lx, int64_t th, int64_t tw, int64_t h,
                               int64_t w) {
   int64_t sy, sx;
   switch (t.rot) {
@@ -164,7 +172,7 @@ inline int64_t clamped_source(const TileSource& t, int64_t ly, int64_t lx, int64
 }
 
 template <typename scalar_t>
-inline bool not_finite(scalar_t v) {
+NDA_ALWAYS_INLINE inline bool not_finite(scalar_t v) {
   // |v| <= max is false for NaN and +-inf; this form vectorises, std::isfinite may not.
   using opmath_t = typename OpMath<scalar_t>::type;
   const opmath_t f = static_cast<opmath_t>(v);
@@ -173,7 +181,7 @@ inline bool not_finite(scalar_t v) {
 
 // Copy `size` values from `src` walking `step` elements at a time.
 template <typename scalar_t>
-inline void gather_run(scalar_t* __restrict__ o, const scalar_t* __restrict__ src, int64_t size, int64_t step) {
+NDA_ALWAYS_INLINE inline void gather_run(scalar_t* __restrict__ o, const scalar_t* __restrict__ src, int64_t size, int64_t step) {
   if (step == 1) {
     std::memcpy(o, src, sizeof(scalar_t) * size);
   } else if (step == -1) {
@@ -186,7 +194,7 @@ inline void gather_run(scalar_t* __restrict__ o, const scalar_t* __restrict__ sr
 // The same copy fused with the flag checks against the source image's row `own` (used when
 // nothing else touches the row, so each value is checked while it is in a register).
 template <typename scalar_t>
-inline void gather_run_checked(scalar_t* __restrict__ o, const scalar_t* __restrict__ src, int64_t size,
+NDA_ALWAYS_INLINE inline void gather_run_checked(scalar_t* __restrict__ o, const scalar_t* __restrict__ src, int64_t size,
                                int64_t step, const scalar_t* __restrict__ own, int& changed, int& nonfinite) {
   using opmath_t = typename OpMath<scalar_t>::type;
   int chg = 0, nf = 0;
@@ -211,7 +219,7 @@ inline void gather_run_checked(scalar_t* __restrict__ o, const scalar_t* __restr
 
 // Flag checks of a finished output row against the source image's row.
 template <typename scalar_t>
-inline void check_row(const scalar_t* __restrict__ o, const scalar_t* __restrict__ own, int64_t w, int& changed,
+NDA_ALWAYS_INLINE inline void check_row(const scalar_t* __restrict__ o, const scalar_t* __restrict__ own, int64_t w, int& changed,
                       int& nonfinite) {
   using opmath_t = typename OpMath<scalar_t>::type;
   int chg = 0, nf = 0;
@@ -223,11 +231,140 @@ inline void check_row(const scalar_t* __restrict__ o, const scalar_t* __restrict
   nonfinite |= nf;
 }
 
+// Everything the row loop reads, so that it can be compiled once per instruction set.
+template <typename scalar_t>
+struct RowJob {
+  const scalar_t* in;
+  scalar_t* out;
+  const Plan* plan;
+  int64_t n, c, h, w;
+  const scalar_t* fill;          // [N * C] box means (BOX_FILL images only)
+  const TileSource* sources;     // every tile's source, image after image
+  const int64_t* first_tile;     // [N + 1] where each image's tiles start in `sources`
+  uint8_t* row_flags;            // [N * H]
+};
+
+// Output rows begin..end (row r = image r / H, y = r % H): gather, blend, box, flags.
+template <typename scalar_t>
+NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t begin, int64_t end) {
+  using opmath_t = typename OpMath<scalar_t>::type;
+  const scalar_t* in = job.in;
+  scalar_t* out = job.out;
+  const Plan& p = *job.plan;
+  const int64_t c = job.c, h = job.h, w = job.w, hw = h * w, chw = c * hw;
+  const scalar_t* fill = job.fill;
+  const TileSource* sources = job.sources;
+  const int64_t* first_tile = job.first_tile;
+  uint8_t* row_flags = job.row_flags;
+  std::vector<int64_t> idx(w);  // per-pixel offsets of the rare clamped tiles
+  int64_t img = begin / h, y = begin % h;
+  int64_t gh = 0, gw = 0, th = 0, tw = 0, ti = 0, ly = 0;
+  for (int64_t r = begin; r < end; ++r) {
+    if (r == begin || y == 0) {  // a new image: its constants, and the tile row of y
+      gh = p.grid[2 * img];
+      gw = p.grid[2 * img + 1];
+      th = h / gh;
+      tw = w / gw;
+      ti = std::min(y / th, gh - 1);
+      ly = y - ti * th;
+    }
+    const TileSource* row_tiles = sources + first_tile[img] + ti * gw;
+    const float wf = p.blend_w[img];
+    const bool blending = wf != 1.0f;
+    const opmath_t wgt = static_cast<opmath_t>(wf);
+    const scalar_t* blend_row = in + p.blend_src[img] * chw + y * w;
+    const Box b = clamped_box(p.box + 6 * img, h, w);
+    const bool boxed = (b.mode == kBoxFill || b.mode == kBoxPaste) && y >= b.y0 && y < b.y1;
+    const scalar_t* own_row = in + img * chw + y * w;
+    const scalar_t* paste_row = in + b.src * chw + y * w;
+    for (int64_t tj = 0; tj < gw; ++tj) {
+      const TileSource& t = row_tiles[tj];
+      if (!t.affine)
+        for (int64_t lx = 0; lx < t.size_x; ++lx) idx[tj * tw + lx] = clamped_source(t, ly, lx, th, tw, h, w);
+    }
+    int changed = 0, nonfinite = 0;
+    for (int64_t ch = 0; ch < c; ++ch) {
+      scalar_t* o = out + img * chw + ch * hw + y * w;
+      const scalar_t* plane = in + ch * hw;
+      const scalar_t* own = own_row + ch * hw;
+      if (!blending && !boxed) {  // the common row: gather and check in one go
+        for (int64_t tj = 0; tj < gw; ++tj) {
+          const TileSource& t = row_tiles[tj];
+          const int64_t x0 = tj * tw;
+          if (t.affine) {
+            gather_run_checked(o + x0, plane + t.start + ly * t.dy, t.size_x, t.dx, own + x0, changed, nonfinite);
+          } else {
+            const int64_t* it = idx.data() + x0;
+            for (int64_t lx = 0; lx < t.size_x; ++lx) o[x0 + lx] = plane[it[lx]];
+            check_row(o + x0, own + x0, t.size_x, changed, nonfinite);
+          }
+        }
+        continue;
+      }
+      for (int64_t tj = 0; tj < gw; ++tj) {
+        const TileSource& t = row_tiles[tj];
+        scalar_t* ot = o + tj * tw;
+        if (t.affine) {
+          gather_run(ot, plane + t.start + ly * t.dy, t.size_x, t.dx);
+        } else {
+          const int64_t* it = idx.data() + tj * tw;
+          for (int64_t lx = 0; lx < t.size_x; ++lx) ot[lx] = plane[it[lx]];
+        }
+      }
+      if (blending) {
+        const scalar_t* other = blend_row + ch * hw;
+        for (int64_t x = 0; x < w; ++x)
+          o[x] = static_cast<scalar_t>(wgt * static_cast<opmath_t>(o[x]) +
+                                       (opmath_t(1) - wgt) * static_cast<opmath_t>(other[x]));
+      }
+      if (boxed) {
+        if (b.mode == kBoxFill) {
+          const scalar_t v = fill[img * c + ch];
+          for (int64_t x = b.x0; x < b.x1; ++x) o[x] = v;
+        } else {
+          std::memcpy(o + b.x0, paste_row + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
+        }
+      }
+      check_row(o, own, w, changed, nonfinite);
+    }
+    row_flags[r] = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
+    // Next row: walk the tile grid without dividing.
+    if (++y == h) {
+      y = 0;
+      ++img;
+    } else if (++ly == th && ti < gh - 1) {
+      ly = 0;
+      ++ti;
+    }
+  }
+}
+
+// The same loop compiled for AVX2 (8 floats per vector instead of SSE2's 4), picked at run
+// time. No FMA: the blend must round after each operation, as the reference does.
+#if NDA_HAVE_X86_DISPATCH
+template <typename scalar_t>
+__attribute__((target("avx2"))) void process_rows_avx2(const RowJob<scalar_t>& job, int64_t begin, int64_t end) {
+  process_rows(job, begin, end);
+}
+#endif
+
+template <typename scalar_t>
+void process_rows_baseline(const RowJob<scalar_t>& job, int64_t begin, int64_t end) {
+  process_rows(job, begin, end);
+}
+
+inline bool cpu_has_avx2() {
+#if NDA_HAVE_X86_DISPATCH
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+#else
+  return false;
+#endif
+}
+
 template <typename scalar_t>
 void apply_plan_kernel(const scalar_t* in, scalar_t* out, int32_t* flags, const Plan& p,
                        int64_t n, int64_t c, int64_t h, int64_t w) {
-  using opmath_t = typename OpMath<scalar_t>::type;
-  const int64_t hw = h * w, chw = c * hw;
   const std::vector<scalar_t> fill = box_means(in, p, n, c, h, w);
 
   // Every tile's source, once per call (N * gh * gw entries; no divisions per row below).
@@ -242,88 +379,12 @@ void apply_plan_kernel(const scalar_t* in, scalar_t* out, int32_t* flags, const 
   std::vector<uint8_t> row_flags(n * h, 0);
 
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, c * w));
+  const RowJob<scalar_t> job{in, out, &p, n, c, h, w, fill.data(), sources.data(), first_tile.data(), row_flags.data()};
   at::parallel_for(0, n * h, grain, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> idx(w);  // per-pixel offsets of the rare clamped tiles
-    int64_t img = begin / h, y = begin % h;
-    int64_t gh = 0, gw = 0, th = 0, tw = 0, ti = 0, ly = 0;
-    for (int64_t r = begin; r < end; ++r) {
-      if (r == begin || y == 0) {  // a new image: its constants, and the tile row of y
-        gh = p.grid[2 * img];
-        gw = p.grid[2 * img + 1];
-        th = h / gh;
-        tw = w / gw;
-        ti = std::min(y / th, gh - 1);
-        ly = y - ti * th;
-      }
-      const TileSource* row_tiles = sources.data() + first_tile[img] + ti * gw;
-      const float wf = p.blend_w[img];
-      const bool blending = wf != 1.0f;
-      const opmath_t wgt = static_cast<opmath_t>(wf);
-      const scalar_t* blend_row = in + p.blend_src[img] * chw + y * w;
-      const Box b = clamped_box(p.box + 6 * img, h, w);
-      const bool boxed = (b.mode == kBoxFill || b.mode == kBoxPaste) && y >= b.y0 && y < b.y1;
-      const scalar_t* own_row = in + img * chw + y * w;
-      const scalar_t* paste_row = in + b.src * chw + y * w;
-      for (int64_t tj = 0; tj < gw; ++tj) {
-        const TileSource& t = row_tiles[tj];
-        if (!t.affine)
-          for (int64_t lx = 0; lx < t.size_x; ++lx) idx[tj * tw + lx] = clamped_source(t, ly, lx, th, tw, h, w);
-      }
-      int changed = 0, nonfinite = 0;
-      for (int64_t ch = 0; ch < c; ++ch) {
-        scalar_t* o = out + img * chw + ch * hw + y * w;
-        const scalar_t* plane = in + ch * hw;
-        const scalar_t* own = own_row + ch * hw;
-        if (!blending && !boxed) {  // the common row: gather and check in one go
-          for (int64_t tj = 0; tj < gw; ++tj) {
-            const TileSource& t = row_tiles[tj];
-            const int64_t x0 = tj * tw;
-            if (t.affine) {
-              gather_run_checked(o + x0, plane + t.start + ly * t.dy, t.size_x, t.dx, own + x0, changed, nonfinite);
-            } else {
-              const int64_t* it = idx.data() + x0;
-              for (int64_t lx = 0; lx < t.size_x; ++lx) o[x0 + lx] = plane[it[lx]];
-              check_row(o + x0, own + x0, t.size_x, changed, nonfinite);
-            }
-          }
-          continue;
-        }
-        for (int64_t tj = 0; tj < gw; ++tj) {
-          const TileSource& t = row_tiles[tj];
-          scalar_t* ot = o + tj * tw;
-          if (t.affine) {
-            gather_run(ot, plane + t.start + ly * t.dy, t.size_x, t.dx);
-          } else {
-            const int64_t* it = idx.data() + tj * tw;
-            for (int64_t lx = 0; lx < t.size_x; ++lx) ot[lx] = plane[it[lx]];
-          }
-        }
-        if (blending) {
-          const scalar_t* other = blend_row + ch * hw;
-          for (int64_t x = 0; x < w; ++x)
-            o[x] = static_cast<scalar_t>(wgt * static_cast<opmath_t>(o[x]) +
-                                         (opmath_t(1) - wgt) * static_cast<opmath_t>(other[x]));
-        }
-        if (boxed) {
-          if (b.mode == kBoxFill) {
-            const scalar_t v = fill[img * c + ch];
-            for (int64_t x = b.x0; x < b.x1; ++x) o[x] = v;
-          } else {
-            std::memcpy(o + b.x0, paste_row + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
-          }
-        }
-        check_row(o, own, w, changed, nonfinite);
-      }
-      row_flags[r] = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
-      // Next row: walk the tile grid without dividing.
-      if (++y == h) {
-        y = 0;
-        ++img;
-      } else if (++ly == th && ti < gh - 1) {
-        ly = 0;
-        ++ti;
-      }
-    }
+#if NDA_HAVE_X86_DISPATCH
+    if (cpu_has_avx2()) return process_rows_avx2(job, begin, end);
+#endif
+    process_rows_baseline(job, begin, end);
   });
   for (int64_t i = 0; i < n; ++i) {
     int32_t f = 0;
