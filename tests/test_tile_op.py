@@ -192,3 +192,18 @@ def test_dispatch(kernel, monkeypatch):
         tile.apply_plan(images, plan, impl="kernel")
     out, _ = tile.apply_plan(images, plan)
     assert torch.equal(out, images)
+
+
+def test_inputs_that_need_gradients_use_the_reference(kernel):
+    images = torch.randn(2, 1, 4, 4, requires_grad=True)
+    plan = TilePlan.identity(2)
+    plan.blend_w[:] = 0.5
+    plan.blend_src = torch.tensor([1, 0])
+    out, _ = tile.apply_plan(images, plan)
+    out.sum().backward()
+    assert torch.equal(images.grad, torch.ones_like(images))
+    with pytest.raises(RuntimeError, match="no backward"):
+        tile.apply_plan(images, plan, impl="kernel")
+    with torch.no_grad():
+        out, _ = tile.apply_plan(images, plan, impl="kernel")
+    assert not out.requires_grad

@@ -1,5 +1,7 @@
 """Apply a TilePlan: the fused kernel when it is built, the pure-PyTorch reference otherwise."""
 
+import torch
+
 from .tile_kernel import apply_plan_kernel, unsupported_reason
 from .tile_ref import apply_plan_reference
 
@@ -19,6 +21,8 @@ def apply_plan(images, plan, impl="auto"):
     if plan.grid.device != images.device:
         plan = plan.to(images.device)
     reason = None if impl == "reference" else unsupported_reason(images)
+    if reason is None and images.requires_grad and torch.is_grad_enabled():
+        reason = "the tile kernel has no backward; the reference is differentiable"
     if impl == "kernel" and reason is not None:
         raise RuntimeError("apply_plan(impl='kernel'): %s; use impl='auto' to fall back to the reference" % reason)
     if reason is None and images.device.type == "cpu":
