@@ -5,10 +5,14 @@ import torch
 import torch.nn.functional as F
 
 import trainer_helpers  # noqa: F401  (repository root on sys.path)
+from trainer_helpers import one_thread
 from training import training_stats
 from training.loss import StyleGAN2Loss
 
 RES, Z, W, NUM_WS = 4, 6, 5, 3
+
+
+single_thread = pytest.fixture(autouse=True)(one_thread)
 
 
 class LinearMapping(torch.nn.Module):

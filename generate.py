@@ -1,0 +1,93 @@
+"""Generate images with a trained generator (G_ema of a network snapshot), one PNG per seed.
+
+Example:
+    python generate.py --network runs/00000-builtin-cpu/network-snapshot-000060.pkl --seeds 0-7 --outdir out/
+
+The snapshot's .pt twin is preferred when present, so no pickled code is executed.
+"""
+
+import os
+
+import click
+import numpy as np
+import torch
+
+from training.grid import save_png
+from training.snapshot import load_network_file
+from training.util import parse_range
+
+
+def seed_latent(seed, z_dim):
+    """The latent of a seed, as stylegan2-ada's generate.py draws it (same seed -> same image)."""
+    return torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float()
+
+
+def class_label(G, class_idx):
+    c_dim = int(getattr(G, "c_dim", 0))
+    label = torch.zeros([1, c_dim])
+    if c_dim == 0:
+        if class_idx is not None:
+            raise click.UsageError("--class=%d: this network is unconditional; drop --class" % class_idx)
+        return label
+    if class_idx is None:
+        raise click.UsageError("this network is conditional (%d classes); choose one with --class N" % c_dim)
+    if not 0 <= class_idx < c_dim:
+        raise click.UsageError("--class=%d is out of range; this network has classes 0..%d" % (class_idx, c_dim - 1))
+    label[0, class_idx] = 1
+    return label
+
+
+def to_uint8_image(img):
+    """1,C,H,W float in [-1, 1] -> H,W,C uint8."""
+    return (img[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--network", "network_path", help="Network snapshot (network-snapshot-*.pkl or .pt)", required=True,
+              metavar="PATH")
+@click.option("--seeds", help="Seeds, e.g. '0-7' or '1,5,10-12'", required=True, metavar="LIST")
+@click.option("--outdir", help="Where to write the images", required=True, metavar="DIR")
+@click.option("--trunc", "truncation_psi", help="Truncation psi (1 = none)", type=float, default=1.0, show_default=True)
+@click.option("--class", "class_idx", help="Class label (conditional networks)", type=int, metavar="INT")
+@click.option("--noise-mode", help="Noise mode", type=click.Choice(["const", "random", "none"]), default="const",
+              show_default=True)
+@click.option("--device", help="Device [default: cuda if available, else cpu]", metavar="DEV")
+def main(network_path, seeds, outdir, truncation_psi, class_idx, noise_mode, device):
+    """Generate one PNG per seed (seedNNNN.png) from a network snapshot's G_ema."""
+    try:
+        seed_list = parse_range(seeds)
+    except ValueError as exc:
+        raise click.UsageError("--seeds: %s" % exc)
+    if any(s < 0 or s >= 2 ** 32 for s in seed_list):
+        raise click.UsageError("--seeds: seeds must be between 0 and 2**32 - 1")
+    if not np.isfinite(truncation_psi):
+        raise click.UsageError("--trunc must be a finite number, e.g. 0.7 or 1")
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise click.UsageError("--device: %s" % exc)
+    try:
+        data = load_network_file(network_path)
+    except ValueError as exc:
+        raise click.UsageError("--network: %s" % exc)
+    G = data.get("G_ema") or data.get("G")
+    if G is None:
+        raise click.UsageError("--network: %s has no generator" % network_path)
+    label = class_label(G, class_idx).to(device)
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as exc:
+        raise click.UsageError("--outdir: cannot create %s (%s); choose a writable folder" % (outdir, exc.strerror or exc))
+    G = G.to(device)
+
+    print("Loaded %s; writing %d image(s) to %s" % (data.get("path", network_path), len(seed_list), outdir))
+    with torch.no_grad():
+        for seed in seed_list:
+            z = seed_latent(seed, G.z_dim).to(device)
+            img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode)
+            save_png(to_uint8_image(img), os.path.join(outdir, "seed%04d.png" % seed))
+    print("Done.")
+
+
+if __name__ == "__main__":
+    main()

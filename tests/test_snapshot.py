@@ -1,0 +1,130 @@
+"""training.snapshot: .pkl + .pt snapshots, loading without executing pickled code, refusals."""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from trainer_helpers import one_thread, REPO, tiny_networks
+from training import snapshot
+from training.util import atomic_write
+
+
+single_thread = pytest.fixture(autouse=True)(one_thread)
+
+
+def write_tiny_snapshot(folder, kimg=0, augment_pipe=None, resume_state=None):
+    G, D = tiny_networks()
+    G_ema = tiny_networks(seed=1)[0]
+    stem = snapshot.snapshot_stem(str(folder), kimg * 1000)
+    ts = dict(class_name="training.dataset.BuiltinDataset", resolution=16)
+    snapshot.save_snapshot(stem, dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe), ts, resume_state=resume_state)
+    return stem, G, D, G_ema
+
+
+def outputs(G, seed=0):
+    z = torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return G(z, torch.zeros([2, G.c_dim]), noise_mode="const")
+
+
+def test_round_trip_through_pt_and_pkl(tmp_path):
+    stem, G, D, G_ema = write_tiny_snapshot(tmp_path, resume_state=dict(cur_nimg=64, note="x"))
+    raw = torch.load(stem + ".pt", weights_only=True)  # plain data: no code runs
+    assert raw["format"] == snapshot.FORMAT and raw["resume_state"]["cur_nimg"] == 64
+    for path in (stem + ".pkl", stem + ".pt"):
+        data = snapshot.load_network_file(path)
+        assert data.path == stem + ".pt"  # the .pt is preferred even when the .pkl is named
+        torch.testing.assert_close(outputs(data.G_ema), outputs(G_ema))
+        for key, value in D.state_dict().items():
+            torch.testing.assert_close(data.D.state_dict()[key], value)
+        assert data.training_set_kwargs.resolution == 16
+        assert not any(p.requires_grad for p in data.G.parameters())
+
+
+def test_pkl_alone_loads_with_plain_pickle_without_nda_stylegan(tmp_path):
+    stem, _, _, G_ema = write_tiny_snapshot(tmp_path)
+    expected = outputs(G_ema)
+    torch.save(expected, tmp_path / "expected.pt")
+    script = (
+        "import pickle, sys, torch\n"
+        "sys.modules['nda_stylegan'] = None  # any import of it would fail\n"
+        "data = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "G = data['G_ema']\n"
+        "z = torch.randn([2, G.z_dim], generator=torch.Generator().manual_seed(0))\n"
+        "with torch.no_grad(): out = G(z, torch.zeros([2, G.c_dim]), noise_mode='const')\n"
+        "torch.testing.assert_close(out, torch.load(sys.argv[2]))\n"
+        "assert not any(m.startswith('nda_stylegan') for m in sys.modules if sys.modules[m] is not None)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, stem + ".pkl", str(tmp_path / "expected.pt")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Without its .pt, load_network_file falls back to the pickle.
+    os.remove(stem + ".pt")
+    data = snapshot.load_network_file(stem + ".pkl")
+    assert data.resume_state is None
+    torch.testing.assert_close(outputs(data.G_ema), expected)
+
+
+class ForeignPipe(torch.nn.Module):
+    """Defined outside training.*: must never end up in a snapshot pickle."""
+
+
+def test_foreign_classes_are_refused_before_any_file_is_written(tmp_path):
+    with pytest.raises(ValueError, match="would import .*ForeignPipe"):
+        write_tiny_snapshot(tmp_path, augment_pipe=ForeignPipe())
+    assert os.listdir(tmp_path) == []
+
+
+def test_nan_weights_are_refused(tmp_path):
+    G, D = tiny_networks()
+    with torch.no_grad():
+        next(D.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        snapshot.save_snapshot(str(tmp_path / "s"), dict(G=G, D=D, G_ema=G), {})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("content", [b"hello world\n", b"\x80\x04K\x01.", b"PK\x03\x04garbage"])
+def test_non_snapshots_give_one_line_value_errors(tmp_path, content):
+    for ext in (".pkl", ".pt", ".bin"):
+        path = tmp_path / ("thing" + ext)
+        path.write_bytes(content)
+        with pytest.raises(ValueError) as info:
+            snapshot.load_network_file(str(path))
+        assert "not a network snapshot" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        snapshot.load_network_file(str(tmp_path / "missing.pkl"))
+    torch.save({"state": 1}, tmp_path / "other.pt")  # a torch file, but not ours
+    with pytest.raises(ValueError, match="not a network snapshot"):
+        snapshot.load_network_file(str(tmp_path / "other.pt"))
+
+
+def test_pickle_globals_sees_every_import():
+    payload = pickle.dumps(dict(a=ForeignPipe, b=torch.nn.Linear(1, 1), c=[1, "x"]), protocol=pickle.HIGHEST_PROTOCOL)
+    found = snapshot.pickle_globals(payload)
+    assert (ForeignPipe.__module__, "ForeignPipe") in found
+    assert ("torch.nn.modules.linear", "Linear") in found
+    old = pickle.dumps(ForeignPipe, protocol=2)  # GLOBAL opcode instead of STACK_GLOBAL
+    assert (ForeignPipe.__module__, "ForeignPipe") in snapshot.pickle_globals(old)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(str(path)) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("killed")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["f.bin"]  # no temp file left behind
+
+
+def test_latest_snapshot_ignores_incomplete_pairs(tmp_path):
+    write_tiny_snapshot(tmp_path, kimg=1)
+    stem2, *_ = write_tiny_snapshot(tmp_path, kimg=2)
+    os.remove(stem2 + ".pt")  # as if killed between the .pkl and the .pt
+    assert snapshot.latest_snapshot(str(tmp_path)).endswith("network-snapshot-000001.pt")
