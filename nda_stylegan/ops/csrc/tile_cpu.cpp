@@ -217,6 +217,24 @@ NDA_ALWAYS_INLINE inline void gather_run_checked(scalar_t* __restrict__ o, const
   nonfinite |= nf;
 }
 
+// w * a + (1 - w) * b over a contiguous run, fused with the flag checks (rounded after each
+// operation in the arithmetic type, as the reference computes it).
+template <typename scalar_t, typename opmath_t>
+NDA_ALWAYS_INLINE inline void blend_run_checked(scalar_t* __restrict__ o, const scalar_t* __restrict__ a,
+                                                const scalar_t* __restrict__ b, int64_t size, opmath_t wgt,
+                                                const scalar_t* __restrict__ own, int& changed, int& nonfinite) {
+  int chg = 0, nf = 0;
+  const opmath_t rest = opmath_t(1) - wgt;
+  for (int64_t x = 0; x < size; ++x) {
+    const scalar_t v = static_cast<scalar_t>(wgt * static_cast<opmath_t>(a[x]) + rest * static_cast<opmath_t>(b[x]));
+    o[x] = v;
+    chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
+    nf |= not_finite(v);
+  }
+  changed |= chg;
+  nonfinite |= nf;
+}
+
 // Flag checks of a finished output row against the source image's row.
 template <typename scalar_t>
 NDA_ALWAYS_INLINE inline void check_row(const scalar_t* __restrict__ o, const scalar_t* __restrict__ own, int64_t w, int& changed,
@@ -277,12 +295,39 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
     const bool boxed = (b.mode == kBoxFill || b.mode == kBoxPaste) && y >= b.y0 && y < b.y1;
     const scalar_t* own_row = in + img * chw + y * w;
     const scalar_t* paste_row = in + b.src * chw + y * w;
+    int changed = 0, nonfinite = 0;
+    // A band: this row and the next ones of the same tile row, outside the box, when the tile
+    // spans the whole width unrotated. Its rows are contiguous in the source and in the
+    // output, so each channel is one run (small images are dominated by per-row costs).
+    const TileSource& t0 = row_tiles[0];
+    if (gw == 1 && !boxed && t0.affine && t0.dx == 1 && t0.dy == w) {
+      int64_t rows = std::min(end - r, h - y);
+      if (ti < gh - 1) rows = std::min(rows, th - ly);
+      if ((b.mode == kBoxFill || b.mode == kBoxPaste) && y < b.y0) rows = std::min(rows, b.y0 - y);
+      if (rows > 1) {
+        const int64_t size = rows * w;
+        for (int64_t ch = 0; ch < c; ++ch) {
+          scalar_t* o = out + img * chw + ch * hw + y * w;
+          const scalar_t* src = in + ch * hw + t0.start + ly * t0.dy;
+          if (blending) {
+            blend_run_checked(o, src, blend_row + ch * hw, size, wgt, own_row + ch * hw, changed, nonfinite);
+          } else {
+            gather_run_checked(o, src, size, 1, own_row + ch * hw, changed, nonfinite);
+          }
+        }
+        const uint8_t f = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
+        for (int64_t k = 0; k < rows; ++k) row_flags[r + k] = f;
+        r += rows - 1;  // the loop's ++r and the walk below cover the band's last row
+        y += rows - 1;
+        ly += rows - 1;
+        goto next_row;
+      }
+    }
     for (int64_t tj = 0; tj < gw; ++tj) {
       const TileSource& t = row_tiles[tj];
       if (!t.affine)
         for (int64_t lx = 0; lx < t.size_x; ++lx) idx[tj * tw + lx] = clamped_source(t, ly, lx, th, tw, h, w);
     }
-    int changed = 0, nonfinite = 0;
     for (int64_t ch = 0; ch < c; ++ch) {
       scalar_t* o = out + img * chw + ch * hw + y * w;
       const scalar_t* plane = in + ch * hw;
@@ -328,6 +373,7 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
       check_row(o, own, w, changed, nonfinite);
     }
     row_flags[r] = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
+  next_row:
     // Next row: walk the tile grid without dividing.
     if (++y == h) {
       y = 0;
