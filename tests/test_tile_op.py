@@ -207,3 +207,16 @@ def test_inputs_that_need_gradients_use_the_reference(kernel):
     with torch.no_grad():
         out, _ = tile.apply_plan(images, plan, impl="kernel")
     assert not out.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_nonfinite_values_anywhere_are_flagged(kernel, dtype):
+    """Flags match the reference when NaN/inf sit late in images that already differ early."""
+    gen = torch.Generator().manual_seed(21)
+    n, h, w = 8, 12, 10
+    for trial in range(8):
+        images = torch.randn(n, 3, h, w, generator=gen)
+        spots = torch.randint(0, n * 3 * h * w, (3,), generator=gen)
+        images.view(-1)[spots] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+        plan = random_plan(n, h, w, gen, blend=trial % 2 == 0)
+        assert_same(images.to(dtype), plan)

@@ -67,7 +67,8 @@ def apply_plan_reference(images, plan):
         inside = ((y >= box[:, 0].view(n, 1, 1)) & (y < box[:, 1].view(n, 1, 1))
                   & (x >= box[:, 2].view(n, 1, 1)) & (x < box[:, 3].view(n, 1, 1)))  # [N, H, W]
         area = inside.sum((1, 2)).clamp(min=1).to(opmath)
-        box_sum = (nhwc.to(opmath) * inside.unsqueeze(-1)).sum((1, 2))  # [N, C]
+        # masked_fill, not a product with the mask: NaN/inf outside the box must not leak into its mean.
+        box_sum = nhwc.to(opmath).masked_fill(~inside.unsqueeze(-1), 0).sum((1, 2))  # [N, C]
         fill = (box_sum / area.view(n, 1)).to(images.dtype).view(n, 1, 1, c)
         paste = nhwc[box[:, 5]]
         fill_here = (inside & (mode == BOX_FILL).view(n, 1, 1)).unsqueeze(-1)

@@ -193,23 +193,26 @@ NDA_ALWAYS_INLINE inline void gather_run(scalar_t* __restrict__ o, const scalar_
 
 // The same copy fused with the flag checks against the source image's row `own` (used when
 // nothing else touches the row, so each value is checked while it is in a register).
-template <typename scalar_t>
-NDA_ALWAYS_INLINE inline void gather_run_checked(scalar_t* __restrict__ o, const scalar_t* __restrict__ src, int64_t size,
-                               int64_t step, const scalar_t* __restrict__ own, int& changed, int& nonfinite) {
+// kCompare false: the image is already known to differ, so only finiteness is checked and
+// the source image's row is not even read.
+template <bool kCompare, typename scalar_t>
+NDA_ALWAYS_INLINE inline void gather_run_checked(scalar_t* __restrict__ o, const scalar_t* __restrict__ src,
+                                                 int64_t size, int64_t step, const scalar_t* __restrict__ own,
+                                                 int& changed, int& nonfinite) {
   using opmath_t = typename OpMath<scalar_t>::type;
   int chg = 0, nf = 0;
   if (step == 1) {
     for (int64_t x = 0; x < size; ++x) {
       const scalar_t v = src[x];
       o[x] = v;
-      chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
+      if (kCompare) chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
       nf |= not_finite(v);
     }
   } else {
     for (int64_t x = 0; x < size; ++x) {
       const scalar_t v = src[x * step];
       o[x] = v;
-      chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
+      if (kCompare) chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
       nf |= not_finite(v);
     }
   }
@@ -219,7 +222,7 @@ NDA_ALWAYS_INLINE inline void gather_run_checked(scalar_t* __restrict__ o, const
 
 // w * a + (1 - w) * b over a contiguous run, fused with the flag checks (rounded after each
 // operation in the arithmetic type, as the reference computes it).
-template <typename scalar_t, typename opmath_t>
+template <bool kCompare, typename scalar_t, typename opmath_t>
 NDA_ALWAYS_INLINE inline void blend_run_checked(scalar_t* __restrict__ o, const scalar_t* __restrict__ a,
                                                 const scalar_t* __restrict__ b, int64_t size, opmath_t wgt,
                                                 const scalar_t* __restrict__ own, int& changed, int& nonfinite) {
@@ -228,7 +231,7 @@ NDA_ALWAYS_INLINE inline void blend_run_checked(scalar_t* __restrict__ o, const 
   for (int64_t x = 0; x < size; ++x) {
     const scalar_t v = static_cast<scalar_t>(wgt * static_cast<opmath_t>(a[x]) + rest * static_cast<opmath_t>(b[x]));
     o[x] = v;
-    chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
+    if (kCompare) chg |= static_cast<opmath_t>(v) != static_cast<opmath_t>(own[x]);
     nf |= not_finite(v);
   }
   changed |= chg;
@@ -236,20 +239,22 @@ NDA_ALWAYS_INLINE inline void blend_run_checked(scalar_t* __restrict__ o, const 
 }
 
 // Flag checks of a finished output row against the source image's row.
-template <typename scalar_t>
-NDA_ALWAYS_INLINE inline void check_row(const scalar_t* __restrict__ o, const scalar_t* __restrict__ own, int64_t w, int& changed,
-                      int& nonfinite) {
+template <bool kCompare, typename scalar_t>
+NDA_ALWAYS_INLINE inline void check_row(const scalar_t* __restrict__ o, const scalar_t* __restrict__ own, int64_t w,
+                                        int& changed, int& nonfinite) {
   using opmath_t = typename OpMath<scalar_t>::type;
   int chg = 0, nf = 0;
   for (int64_t x = 0; x < w; ++x) {
-    chg |= static_cast<opmath_t>(o[x]) != static_cast<opmath_t>(own[x]);
+    if (kCompare) chg |= static_cast<opmath_t>(o[x]) != static_cast<opmath_t>(own[x]);
     nf |= not_finite(o[x]);
   }
   changed |= chg;
   nonfinite |= nf;
 }
 
-// Everything the row loop reads, so that it can be compiled once per instruction set.
+// Both variants, picked per row.
+#define NDA_CHECKED(fn, ...) (compare ? fn<true>(__VA_ARGS__) : fn<false>(__VA_ARGS__))
+
 template <typename scalar_t>
 struct RowJob {
   const scalar_t* in;
@@ -277,6 +282,7 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
   std::vector<int64_t> idx(w);  // per-pixel offsets of the rare clamped tiles
   int64_t img = begin / h, y = begin % h;
   int64_t gh = 0, gw = 0, th = 0, tw = 0, ti = 0, ly = 0;
+  int64_t known_changed = -1;  // an image of this chunk already seen to differ from its source
   for (int64_t r = begin; r < end; ++r) {
     if (r == begin || y == 0) {  // a new image: its constants, and the tile row of y
       gh = p.grid[2 * img];
@@ -296,6 +302,7 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
     const scalar_t* own_row = in + img * chw + y * w;
     const scalar_t* paste_row = in + b.src * chw + y * w;
     int changed = 0, nonfinite = 0;
+    bool compare = known_changed != img;  // once a value differs, the image is changed
     // A band: this row and the next ones of the same tile row, outside the box, when the tile
     // spans the whole width unrotated. Its rows are contiguous in the source and in the
     // output, so each channel is one run (small images are dominated by per-row costs).
@@ -307,15 +314,17 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
       if (rows > 1) {
         const int64_t size = rows * w;
         for (int64_t ch = 0; ch < c; ++ch) {
+          compare = compare && !changed;
           scalar_t* o = out + img * chw + ch * hw + y * w;
           const scalar_t* src = in + ch * hw + t0.start + ly * t0.dy;
           if (blending) {
-            blend_run_checked(o, src, blend_row + ch * hw, size, wgt, own_row + ch * hw, changed, nonfinite);
+            NDA_CHECKED(blend_run_checked, o, src, blend_row + ch * hw, size, wgt, own_row + ch * hw, changed, nonfinite);
           } else {
-            gather_run_checked(o, src, size, 1, own_row + ch * hw, changed, nonfinite);
+            NDA_CHECKED(gather_run_checked, o, src, size, 1, own_row + ch * hw, changed, nonfinite);
           }
         }
         const uint8_t f = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
+        if (changed) known_changed = img;
         for (int64_t k = 0; k < rows; ++k) row_flags[r + k] = f;
         r += rows - 1;  // the loop's ++r and the walk below cover the band's last row
         y += rows - 1;
@@ -329,22 +338,16 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
         for (int64_t lx = 0; lx < t.size_x; ++lx) idx[tj * tw + lx] = clamped_source(t, ly, lx, th, tw, h, w);
     }
     for (int64_t ch = 0; ch < c; ++ch) {
+      compare = compare && !changed;
       scalar_t* o = out + img * chw + ch * hw + y * w;
       const scalar_t* plane = in + ch * hw;
       const scalar_t* own = own_row + ch * hw;
-      if (!blending && !boxed) {  // the common row: gather and check in one go
-        for (int64_t tj = 0; tj < gw; ++tj) {
-          const TileSource& t = row_tiles[tj];
-          const int64_t x0 = tj * tw;
-          if (t.affine) {
-            gather_run_checked(o + x0, plane + t.start + ly * t.dy, t.size_x, t.dx, own + x0, changed, nonfinite);
-          } else {
-            const int64_t* it = idx.data() + x0;
-            for (int64_t lx = 0; lx < t.size_x; ++lx) o[x0 + lx] = plane[it[lx]];
-            check_row(o + x0, own + x0, t.size_x, changed, nonfinite);
-          }
+      if (gw == 1 && !blending && !boxed) {  // one run: gather and check in one go
+        const TileSource& t = row_tiles[0];
+        if (t.affine) {
+          NDA_CHECKED(gather_run_checked, o, plane + t.start + ly * t.dy, w, t.dx, own, changed, nonfinite);
+          continue;
         }
-        continue;
       }
       for (int64_t tj = 0; tj < gw; ++tj) {
         const TileSource& t = row_tiles[tj];
@@ -370,9 +373,10 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
           std::memcpy(o + b.x0, paste_row + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
         }
       }
-      check_row(o, own, w, changed, nonfinite);
+      NDA_CHECKED(check_row, o, own, w, changed, nonfinite);
     }
     row_flags[r] = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
+    if (changed) known_changed = img;
   next_row:
     // Next row: walk the tile grid without dividing.
     if (++y == h) {
