@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -89,6 +90,76 @@ void upfirdn2d_loop(const T* x, const Acc* w, T* out, int64_t planes, int64_t ih
   });
 }
 
+// Fast path for up == 1 (the filters around StyleGAN's convolutions): copy each plane once into
+// a zero-bordered buffer, after which every output is the same plain correlation
+//   out[oy, ox] = sum w[ky, kx] * P[oy*downy + ky, ox*downx + kx],
+// computed BLOCK outputs at a time with the partial sums held in registers across all taps.
+template <typename T, int BLOCK, bool UNIT_DX>
+void correlate_padded_planes(const T* x, const T* w, T* out, int64_t planes, int64_t ih, int64_t iw,
+                             int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t downx,
+                             int64_t downy, int64_t padx0, int64_t pady0) {
+  const int64_t ow_blocks = (ow + BLOCK - 1) / BLOCK;
+  // Padded plane: wide enough for whole blocks, tall enough for every output row.
+  const int64_t pw = (ow_blocks * BLOCK - 1) * downx + fw;
+  const int64_t ph = (oh - 1) * downy + fh;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, oh * ow * fh * fw));
+  at::parallel_for(0, planes, grain, [&](int64_t p0, int64_t p1) {
+    std::vector<T> pad(ph * pw);
+    for (int64_t p = p0; p < p1; ++p) {
+      std::fill(pad.begin(), pad.end(), T(0));
+      const T* src = x + p * ih * iw;
+      // Input pixel (iy, ix) sits at (iy + pady0, ix + padx0); negative padding crops.
+      for (int64_t iy = std::max<int64_t>(0, -pady0); iy < ih && iy + pady0 < ph; ++iy) {
+        const int64_t ix0 = std::max<int64_t>(0, -padx0);
+        const int64_t ix1 = std::min<int64_t>(iw, pw - padx0);
+        if (ix1 > ix0) std::copy(src + iy * iw + ix0, src + iy * iw + ix1, pad.data() + (iy + pady0) * pw + ix0 + padx0);
+      }
+      T* dst = out + p * oh * ow;
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t bx = 0; bx < ow_blocks; ++bx) {
+          T acc[BLOCK];
+          for (int b = 0; b < BLOCK; ++b) acc[b] = T(0);
+          for (int64_t ky = 0; ky < fh; ++ky) {
+            const T* prow = pad.data() + (oy * downy + ky) * pw + bx * BLOCK * downx;
+            const T* wrow = w + ky * fw;
+            for (int64_t kx = 0; kx < fw; ++kx) {
+              const T wk = wrow[kx];
+              const T* s = prow + kx;
+              // Vectorise across the block (not across the few taps, gcc's own choice).
+#pragma omp simd
+              for (int b = 0; b < BLOCK; ++b) acc[b] += wk * s[UNIT_DX ? b : b * downx];
+            }
+          }
+          const int64_t n = std::min<int64_t>(BLOCK, ow - bx * BLOCK);
+          T* o = dst + oy * ow + bx * BLOCK;
+          for (int64_t b = 0; b < n; ++b) o[b] = acc[b];
+        }
+      }
+    }
+  });
+}
+
+// If the taps are an outer product col * row (StyleGAN's filters are), returns the factors:
+// two 1-D passes then cost fw + fh multiply-adds per output instead of fw * fh.
+template <typename T>
+bool rank_one_factors(const T* w, int64_t fh, int64_t fw, std::vector<T>& col, std::vector<T>& row) {
+  int64_t r0 = 0, c0 = 0;
+  T peak = T(0);
+  for (int64_t i = 0; i < fh; ++i)
+    for (int64_t j = 0; j < fw; ++j)
+      if (std::abs(w[i * fw + j]) > peak) { peak = std::abs(w[i * fw + j]); r0 = i; c0 = j; }
+  if (peak == T(0)) return false;
+  col.resize(fh);
+  row.resize(fw);
+  for (int64_t i = 0; i < fh; ++i) col[i] = w[i * fw + c0];
+  for (int64_t j = 0; j < fw; ++j) row[j] = w[r0 * fw + j] / w[r0 * fw + c0];
+  const T tol = peak * T(sizeof(T) == 4 ? 1e-6 : 1e-13);
+  for (int64_t i = 0; i < fh; ++i)
+    for (int64_t j = 0; j < fw; ++j)
+      if (std::abs(w[i * fw + j] - col[i] * row[j]) > tol) return false;
+  return true;
+}
+
 at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t upx, int64_t upy,
                          int64_t downx, int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0,
                          int64_t pady1, bool flip, double gain) {
@@ -98,20 +169,37 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t up
   const at::Tensor x = x_in.contiguous();
   const int64_t n = x.size(0), c = x.size(1), ih = x.size(2), iw = x.size(3);
   const int64_t fh = f.size(0), fw = f.size(1);
-  const int64_t oh = (ih * upy + pady0 + pady1 - fh) / downy + 1;
-  const int64_t ow = (iw * upx + padx0 + padx1 - fw) / downx + 1;
   TORCH_CHECK(ih * upy + pady0 + pady1 >= fh && iw * upx + padx0 + padx1 >= fw,
               "upfirdn2d: padded input is smaller than the filter");
+  const int64_t oh = (ih * upy + pady0 + pady1 - fh) / downy + 1;
+  const int64_t ow = (iw * upx + padx0 + padx1 - fw) / downx + 1;
   at::Tensor out = at::empty({n, c, oh, ow}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nda_upfirdn2d_cpu", [&] {
-    // Taps in the accumulation type, flipped for true convolution and scaled by the gain.
-    at::Tensor wt = f.to(x.scalar_type()).contiguous();
-    if (!flip) wt = wt.flip({0, 1}).contiguous();
+    // Taps flipped for true convolution and scaled by the gain.
+    at::Tensor wt = f.to(at::kCPU, x.scalar_type()).contiguous();
+    if (!flip) wt = wt.flip({0, 1});
     wt = (wt * gain).contiguous();
-    upfirdn2d_loop<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(),
-                                       out.data_ptr<scalar_t>(), n * c, ih, iw, oh, ow, fh, fw,
-                                       upx, upy, downx, downy, padx0, pady0);
+    const scalar_t* w = wt.data_ptr<scalar_t>();
+    std::vector<scalar_t> col, row;
+    if (upx == 1 && upy == 1) {
+      if (downx == 1)
+        correlate_padded_planes<scalar_t, 16, true>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c, ih,
+                                                    iw, oh, ow, fh, fw, downx, downy, padx0, pady0);
+      else
+        correlate_padded_planes<scalar_t, 16, false>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c, ih,
+                                                     iw, oh, ow, fh, fw, downx, downy, padx0, pady0);
+    } else if (fh > 1 && fw > 1 && rank_one_factors(w, fh, fw, col, row)) {
+      // Horizontal pass (x resampling) into [planes, ih, ow], then vertical pass.
+      at::Tensor tmp = at::empty({n * c, ih, ow}, x.options());
+      upfirdn2d_loop<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), row.data(), tmp.data_ptr<scalar_t>(),
+                                         n * c, ih, iw, ih, ow, 1, fw, upx, 1, downx, 1, padx0, 0);
+      upfirdn2d_loop<scalar_t, scalar_t>(tmp.data_ptr<scalar_t>(), col.data(), out.data_ptr<scalar_t>(),
+                                         n * c, ih, ow, oh, ow, fh, 1, 1, upy, 1, downy, 0, pady0);
+    } else {
+      upfirdn2d_loop<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c,
+                                         ih, iw, oh, ow, fh, fw, upx, upy, downx, downy, padx0, pady0);
+    }
   });
   return out;
 }
