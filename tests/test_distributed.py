@@ -62,29 +62,22 @@ def _free_port():
         return s.getsockname()[1]
 
 
-TORCHRUN_SCRIPT = """
-import json, os, sys, torch
-from training import distributed
-rank, world = distributed.join_torchrun("cpu")
-t = torch.tensor([float(rank + 1)])
-torch.distributed.all_reduce(t)
-name = distributed.broadcast_object("folder-from-rank-%d" % rank)
-json.dump(dict(rank=rank, world=world, total=t.item(), name=name), open(os.path.join(sys.argv[1], "r%d.json" % rank), "w"))
-distributed.close_process_group()
-"""
-
-
-def test_same_code_joins_under_torchrun(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(TORCHRUN_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def test_train_py_runs_under_torchrun(tmp_path):
+    """The same train.py under torchrun: 2 processes, one run folder (made by rank 0, its name
+    broadcast to rank 1), one final snapshot."""
+    outdir = tmp_path / "runs"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    records = [json.load(open(tmp_path / ("r%d.json" % r))) for r in range(2)]
-    for r in records:
-        assert r["world"] == 2 and r["total"] == 3.0 and r["name"] == "folder-from-rank-0"
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), os.path.join(REPO, "train.py"),
+           "--outdir", str(outdir), "--kimg", "0.016", "--batch", "8", "--metrics", "none", "--aug", "noaug"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (run,) = os.listdir(outdir)
+    assert run == "00000-builtin-cpu-kimg0.016-batch8-noaug"
+    options = json.load(open(outdir / run / "training_options.json"))
+    assert options["num_gpus"] == 2 and options["batch_gpu"] == 4
+    assert "(2 process(es)" in open(outdir / run / "log.txt").read()
+    assert [f for f in os.listdir(outdir / run) if f.endswith(".pkl")]
 
 
 def _tiny_config(run_dir, num_gpus):

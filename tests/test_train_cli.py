@@ -260,3 +260,67 @@ def test_unwritable_outdir_fails(tmp_path):
     for outdir in (blocker, blocker / "runs"):
         result = invoke("--outdir", str(outdir), "--dry-run")
         assert result.exit_code == 2 and "--outdir" in error_line(result)
+
+
+# ---------------------------------------------------------------- transfer learning
+
+
+def _save_snapshot(path_stem, channel_max):
+    from training import options, snapshot
+    from training.util import construct_class_by_name
+
+    _, c, info = options.build_config(cfg="cpu", metrics=[])
+    for kw in (c["G_kwargs"]["synthesis_kwargs"], c["D_kwargs"]):
+        kw["channel_max"] = channel_max
+    common = dict(c_dim=0, img_resolution=info.resolution, img_channels=info.num_channels)
+    G = construct_class_by_name(**c["G_kwargs"], **common)
+    D = construct_class_by_name(**c["D_kwargs"], **common)
+    return snapshot.save_snapshot(str(path_stem), dict(G=G, D=D, G_ema=G), c["training_set_kwargs"],
+                                  construct_kwargs=dict(G=dict(c["G_kwargs"], **common), D=dict(c["D_kwargs"], **common),
+                                                        G_ema=dict(c["G_kwargs"], **common)))
+
+
+def test_resume_checks_the_architecture_before_starting(tmp_path):
+    from training.presets import PRESETS
+
+    same = _save_snapshot(tmp_path / "same", PRESETS["cpu"]["channel_max"])
+    other = _save_snapshot(tmp_path / "other", PRESETS["cpu"]["channel_max"] // 2)
+    result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--resume", same)
+    assert result.exit_code == 0, result.output
+    assert "-resumecustom" in result.output
+    result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--resume", other)
+    assert result.exit_code == 2 and "another architecture" in error_line(result)
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"not a pickle")
+    for path in (str(garbage), str(tmp_path / "missing.pkl")):
+        result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--resume", path)
+        assert result.exit_code == 2 and "--resume" in error_line(result)
+
+
+def test_freezed_freezes_d_layers_or_says_why_not(tmp_path, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(distributed, "launch", lambda fn, n, device="cpu", args=(): captured.update(c=args[0]))
+    result = invoke("--outdir", str(tmp_path), "--freezed", "2", "--metrics", "none")
+    assert result.exit_code == 0, result.output
+    assert captured["c"]["D_kwargs"]["block_kwargs"]["freeze_layers"] == 2
+    result = invoke("--outdir", str(tmp_path), "--dry-run", "--freezed", "-1")
+    assert result.exit_code == 2 and "--freezed" in error_line(result)
+    # A discriminator that ignores freeze_layers must not silently train every layer.
+    from training import networks
+
+    class IgnoresFreezing(networks.Discriminator):
+        def __init__(self, block_kwargs=None, **kwargs):
+            super().__init__(block_kwargs={k: v for k, v in (block_kwargs or {}).items() if k != "freeze_layers"}, **kwargs)
+
+    monkeypatch.setattr(networks, "Discriminator", IgnoresFreezing)
+    result = invoke("--outdir", str(tmp_path), "--dry-run", "--freezed", "2")
+    assert result.exit_code == 2 and "does not support layer freezing" in error_line(result)
+
+
+def test_gpus_must_agree_with_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = invoke("--outdir", str(tmp_path), "--dry-run", "--gpus", "4")
+    assert result.exit_code == 2 and "WORLD_SIZE=2" in error_line(result)
+    result = invoke("--outdir", str(tmp_path), "--dry-run", "--batch", "8")
+    assert result.exit_code == 0 and "2 on cpu" in result.output

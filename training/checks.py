@@ -112,6 +112,13 @@ def check_networks(c, info):
         if "freeze_layers" in str(exc):
             fail("--freezed: this discriminator does not support freezing layers (%s); drop --freezed" % exc)
         fail("the discriminator cannot be built with these options: %s" % exc)
+    freeze = c["D_kwargs"].get("block_kwargs", {}).get("freeze_layers", 0)
+    if freeze:
+        unfrozen_kwargs = dict(c["D_kwargs"], block_kwargs=dict(c["D_kwargs"]["block_kwargs"], freeze_layers=0))
+        trainable = sum(p.numel() for p in D.parameters())
+        if trainable == sum(p.numel() for p in _construct(unfrozen_kwargs, **common).parameters()):
+            fail("--freezed=%d: the discriminator (%s) froze nothing; it does not support layer freezing, drop --freezed"
+                 % (freeze, c["D_kwargs"]["class_name"]))
     if c.get("resume"):
         _check_resume_architecture(c["resume"], {"G": G, "D": D})
 

@@ -23,8 +23,8 @@ PRESETS = {
     "cifar": dict(ref_gpus=2, kimg=100000, mb=64, mbstd=32, fmaps=1, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2),
     # Small enough for a few minutes on two CPU cores at 32x32: 32 channels everywhere, short
     # mapping network, batch 16 in groups of 4. Chosen by `auto` when no GPU is present.
-    CPU_PRESET: dict(ref_gpus=1, kimg=60, mb=16, mbstd=4, fmaps=None, lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05,
-                     map=2, channel_base=1024, channel_max=32, z_dim=64, w_dim=64, kimg_per_tick=4, snap=5),
+    CPU_PRESET: dict(ref_gpus=1, kimg=20, mb=16, mbstd=4, fmaps=None, lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05,
+                     map=2, channel_base=1024, channel_max=32, z_dim=64, w_dim=64, kimg_per_tick=2, snap=2),
 }
 
 PRESET_HELP = {
