@@ -128,21 +128,50 @@ def _copy_state(src, dst, name, path):
     dst.load_state_dict(have)
 
 
-def _reduce_gradients(module, divisor):
-    """Average the accumulated gradients over rounds and processes; False if any is NaN/Inf."""
-    # Parameters without a gradient (unused in this phase) stay untouched by the optimiser; every
-    # process runs the same code, so all processes agree on which ones they are.
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return True
-    flat = torch.cat([p.grad.flatten() for p in params])
-    if _distributed():
-        torch.distributed.all_reduce(flat)
-    flat /= divisor
-    finite = bool(torch.isfinite(flat).all())
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad.copy_(g.view_as(p))
-    return finite
+class _GradientSum:
+    """Sums one phase's gradients round by round, then averages them over rounds and processes.
+
+    Each round's gradient is taken whole before being added, so one process with rounds r0, r1
+    computes r0 + r1 exactly as two processes' all-reduce does (bitwise, for two processes);
+    letting autograd accumulate would add the rounds' partial terms in another order, and Adam
+    magnifies such rounding differences in near-zero gradients."""
+
+    def __init__(self, module, rounds):
+        self.module = module
+        self.rounds = rounds
+        self.params = None
+        self.total = None
+
+    def end_round(self):
+        if self.rounds == 1:
+            return  # the gradients in .grad are already the round's
+        # Parameters without a gradient (unused in this phase) stay untouched by the optimiser;
+        # every round and process runs the same code, so all agree on which ones they are.
+        if self.params is None:
+            self.params = [p for p in self.module.parameters() if p.grad is not None]
+        if not self.params:
+            return
+        flat = torch.cat([p.grad.flatten() for p in self.params])
+        self.total = flat if self.total is None else self.total + flat
+        for p in self.params:
+            p.grad = None
+
+    def finish(self, num_gpus):
+        """Average into .grad over all rounds and processes; False if any value is NaN/Inf."""
+        if self.rounds == 1:
+            self.params = [p for p in self.module.parameters() if p.grad is not None]
+            if self.params:
+                self.total = torch.cat([p.grad.flatten() for p in self.params])
+        if not self.params:
+            return True
+        flat = self.total
+        if _distributed():
+            torch.distributed.all_reduce(flat)
+        flat /= self.rounds * num_gpus
+        finite = bool(torch.isfinite(flat).all())
+        for p, g in zip(self.params, flat.split([p.numel() for p in self.params])):
+            p.grad = g.view_as(p).clone()
+        return finite
 
 
 # Running-average buffers (stylegan's naming: G.mapping.w_avg, ..._ema) change during a phase.
@@ -361,6 +390,7 @@ def training_loop(
             phase.opt.zero_grad(set_to_none=True)
             phase.module.requires_grad_(True)
             averager.begin()
+            grad_sum = _GradientSum(phase.module, rounds)
             for round_idx in range(rounds):
                 seed = derive_seed("round", random_seed, batch_idx, phase_idx, rank * rounds + round_idx)
                 gen = torch.Generator().manual_seed(seed)
@@ -370,10 +400,12 @@ def training_loop(
                 loss.accumulate_gradients(phase=phase.name, real_img=real_imgs[round_idx], real_c=real_cs[round_idx],
                                           gen_z=gen_z, gen_c=gen_c, gain=phase.interval, cur_nimg=cur_nimg)
                 averager.end_round()
+                grad_sum.end_round()
             phase.module.requires_grad_(False)
             with torch.no_grad():
                 averager.end_phase(rounds * num_gpus)
-            if not _reduce_gradients(phase.module, rounds * num_gpus):
+                finite = grad_sum.finish(num_gpus)
+            if not finite:
                 last = last_snapshot or "none written yet"
                 line = ("Error: training diverged at kimg %.3f (phase %s): the losses/gradients are NaN or Inf; "
                         "stopped without writing a snapshot (last good snapshot: %s); lower the learning rate or "
