@@ -7,6 +7,7 @@ makes; real-data stats are cached on disk (see ``metrics.stats_cache``).
 import copy
 import hashlib
 import importlib
+import inspect
 import os
 
 import numpy as np
@@ -52,6 +53,28 @@ def file_identity(path):
     return "%s:%d:%s" % (os.path.basename(path), st.st_size, _file_digests[key])
 
 
+def _all_ranks_agree(flag, device):
+    """True when ``flag`` holds on every rank (all ranks must take the same branch)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def _accepted_updates(class_name, updates):
+    """The ``updates`` the dataset class accepts (a class without ``max_size`` simply keeps all)."""
+    try:
+        module_name, _, attr = class_name.rpartition(".")
+        params = inspect.signature(getattr(importlib.import_module(module_name), attr)).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return dict(updates)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return dict(updates)
+    return {k: v for k, v in updates.items() if k in params}
+
+
 class MetricOptions:
     """Everything a metric function needs.
 
@@ -93,7 +116,7 @@ class MetricOptions:
             if self._dataset is None:
                 raise ValueError("this metric needs real data: pass a dataset or its kwargs")
             return self._dataset
-        kwargs = dict(self.dataset_kwargs, **kwarg_updates)
+        kwargs = dict(self.dataset_kwargs, **_accepted_updates(self.dataset_kwargs.get("class_name", ""), kwarg_updates))
         key = repr(sorted(kwargs.items()))
         if getattr(self, "_built_key", None) != key:
             self._built, self._built_key = construct_class_by_name(**kwargs), key
@@ -119,7 +142,7 @@ class MetricOptions:
             path = stats_cache.cache_path(self.cache_dir, key, getattr(dataset, "name", "dataset"),
                                           detectors_mod.detector_tag(spec))
             cached = stats_cache.load_stats(path, key, max_items=num_items)
-            if cached is not None:
+            if _all_ranks_agree(cached is not None, self.device):
                 return cached
         stats = FeatureStats(max_items=num_items, **stats_kwargs)
         progress = self.progress.sub(tag="dataset features", num_items=num_items, rel_lo=rel_lo, rel_hi=rel_hi)

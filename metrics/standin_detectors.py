@@ -83,10 +83,16 @@ def _save_atomic(module, path):
         raise
 
 
-def save_standin_detectors(folder, seed=0):
-    """Write ``inception-2015-12-05.pt`` and ``vgg16.pt`` stand-ins into ``folder``; returns the paths."""
+def save_standin_detectors(folder, seed=0, inception_features=2048, vgg_features=4096):
+    """Write ``inception-2015-12-05.pt`` and ``vgg16.pt`` stand-ins into ``folder``; returns the paths.
+
+    The real widths are the defaults; tests pass smaller ones, since FID's ``sqrtm`` of a 2048 x 2048
+    matrix takes about a minute on a small CPU.
+    """
     paths = {}
-    for spec, module in ((INCEPTION, StandinInception(seed)), (VGG16, StandinVGG16(seed + 1))):
+    modules = ((INCEPTION, StandinInception(seed, num_features=inception_features)),
+               (VGG16, StandinVGG16(seed + 1, num_features=vgg_features)))
+    for spec, module in modules:
         paths[spec.name] = os.path.join(folder, spec.filename)
         _save_atomic(module.eval(), paths[spec.name])
     return paths

@@ -1,0 +1,208 @@
+"""Metrics end to end with stand-in detectors, a tiny generator and the built-in faces:
+determinism, the dataset-stats cache, the JSON-lines report and anomaly detection with D."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # metrics/ lives in the checkout, not in site-packages
+    sys.path.insert(0, REPO)
+
+from metrics import options as options_mod  # noqa: E402
+from metrics import registry, stats_cache  # noqa: E402
+from metrics.standin_detectors import save_standin_detectors  # noqa: E402
+from nda_stylegan.sample_data import make_faces  # noqa: E402
+
+RES = 16
+
+
+class FacesDataset:
+    """stylegan2-ada's Dataset interface over the built-in cartoon faces (uint8 CHW, one-hot labels)."""
+
+    def __init__(self, n=48, seed=0, use_labels=False):
+        images, labels = make_faces(n, resolution=RES, seed=seed)
+        self.images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        self.labels = np.eye(4, dtype=np.float32)[labels] if use_labels else np.zeros([n, 0], np.float32)
+        self.name, self.resolution, self.image_shape = "faces", RES, [3, RES, RES]
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+    def get_label(self, i):
+        return self.labels[i]
+
+
+class TinyG(torch.nn.Module):
+    """G(z, c) -> [-1, 1] images: a linear map to 4x4, upsampled; ``shift`` moves the output away."""
+
+    def __init__(self, z_dim=8, c_dim=0, shift=0.0):
+        super().__init__()
+        self.z_dim, self.c_dim, self.img_resolution, self.img_channels = z_dim, c_dim, RES, 3
+        self.fc = torch.nn.Linear(z_dim + c_dim, 3 * 4 * 4)
+        g = torch.Generator().manual_seed(0)
+        torch.nn.init.normal_(self.fc.weight, generator=g)
+        torch.nn.init.normal_(self.fc.bias, generator=g)
+        self.shift = shift
+
+    def forward(self, z, c, **_kwargs):
+        x = torch.tanh(self.fc(torch.cat([z, c], dim=1))).view(-1, 3, 4, 4)
+        return (torch.nn.functional.interpolate(x, size=RES, mode="bilinear", align_corners=False) + self.shift).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def detectors_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("detectors")
+    save_standin_detectors(str(folder), inception_features=64, vgg_features=128)  # small: sqrtm stays fast
+    return str(folder)
+
+
+SMALL = dict(num_gen=24, max_real=32, num_subsets=5, max_subset_size=16, batch_size=8)
+
+
+def _run(name, detectors_dir, cache_dir, G=None, dataset=None, seed=0, **kw):
+    overrides = dict(SMALL, **kw)
+    return registry.compute_metric(name, G=G or TinyG(), dataset=dataset or FacesDataset(), device="cpu",
+                                   detectors_dir=detectors_dir, cache_dir=cache_dir, seed=seed, **overrides)
+
+
+def test_registry_has_the_host_names():
+    for name in ("fid50k_full", "kid50k_full", "pr50k3_full", "is50k", "fid50k", "kid50k", "pr50k3", "fid10k",
+                 "swd", "nda_auroc"):
+        assert registry.is_valid_metric(name)
+    assert not registry.is_valid_metric("fid51k")
+    with pytest.raises(ValueError, match="unknown metric 'fid51k'; known metrics: fid50k_full"):
+        registry.compute_metric("fid51k", G=None, dataset=None, device="cpu")
+
+
+def test_fid_is_deterministic_for_a_seed_and_detects_a_worse_generator(detectors_dir, tmp_path):
+    a = _run("fid50k_full", detectors_dir, str(tmp_path))
+    b = _run("fid50k_full", detectors_dir, False)  # no cache: computed from scratch
+    assert a["results"]["fid50k_full"] == b["results"]["fid50k_full"]
+    other_seed = _run("fid50k_full", detectors_dir, str(tmp_path), seed=1)["results"]["fid50k_full"]
+    assert other_seed != a["results"]["fid50k_full"]
+    worse = _run("fid50k_full", detectors_dir, str(tmp_path), G=TinyG(shift=0.8))["results"]["fid50k_full"]
+    assert worse > a["results"]["fid50k_full"] > 0
+    assert set(a) >= {"results", "metric", "total_time", "total_time_str", "num_gpus"}
+    assert a["metric"] == "fid50k_full" and a["num_gpus"] == 1 and a["overrides"]["num_gen"] == 24
+
+
+def test_fid_of_the_dataset_against_itself_is_near_zero(detectors_dir):
+    data = FacesDataset(n=32)
+
+    class Replay(torch.nn.Module):  # a "generator" that returns dataset images in order
+        z_dim, c_dim, img_resolution, img_channels = 1, 0, RES, 3
+
+        def __init__(self):
+            super().__init__()
+            self.next = 0
+
+        def forward(self, z, c):
+            idx = [(self.next + i) % len(data) for i in range(z.shape[0])]
+            self.next += z.shape[0]
+            return torch.from_numpy(data.images[idx]).float() / 127.5 - 1
+
+    result = registry.compute_metric("fid50k_full", G=Replay(), dataset=data, device="cpu", detectors_dir=detectors_dir,
+                                     cache_dir=False, num_gen=32, batch_size=8)
+    assert abs(result["results"]["fid50k_full"]) < 1e-3
+
+
+def test_real_stats_come_from_the_cache_on_the_second_call(detectors_dir, tmp_path, monkeypatch):
+    first = _run("kid50k_full", detectors_dir, str(tmp_path))
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("faces-inception-2015-12-05-") and files[0].suffix == ".npz"
+
+    calls = []
+    real_fn = options_mod.dataset_features
+    monkeypatch.setattr(options_mod, "dataset_features", lambda *a, **k: calls.append(1) or real_fn(*a, **k))
+    second = _run("kid50k_full", detectors_dir, str(tmp_path))
+    assert calls == [] and second["results"] == first["results"]
+
+    files[0].write_bytes(files[0].read_bytes()[:200])  # a truncated (corrupt) cache file
+    third = _run("kid50k_full", detectors_dir, str(tmp_path))
+    assert calls == [1] and third["results"] == first["results"]
+    assert [p.name for p in tmp_path.iterdir()] == [files[0].name]  # rewritten in place, no temp files
+    _run("kid50k_full", detectors_dir, str(tmp_path))
+    assert calls == [1]  # the rewritten file is valid again
+
+
+def test_cache_key_changes_with_data_and_options(detectors_dir, tmp_path):
+    _run("fid50k_full", detectors_dir, str(tmp_path))
+    _run("fid50k_full", detectors_dir, str(tmp_path), dataset=FacesDataset(seed=1))
+    _run("fid50k_full", detectors_dir, str(tmp_path), max_real=16)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_cache_file_for_another_key_is_not_trusted(tmp_path):
+    from metrics.features import FeatureStats
+
+    stats = FeatureStats(capture_all=True)
+    stats.append(np.ones([3, 2]))
+    path = str(tmp_path / "x.npz")
+    stats_cache.save_stats(path, "key-a", stats)
+    assert stats_cache.load_stats(path, "key-a").get_all().shape == (3, 2)
+    assert stats_cache.load_stats(path, "key-b") is None
+
+
+def test_kid_pr_and_is_run_with_standins(detectors_dir, tmp_path):
+    kid = _run("kid50k", detectors_dir, str(tmp_path))["results"]
+    pr = _run("pr50k3_full", detectors_dir, str(tmp_path))["results"]
+    is_ = _run("is50k", detectors_dir, str(tmp_path), num_gen=20, num_splits=2)["results"]
+    assert set(kid) == {"kid50k"} and np.isfinite(kid["kid50k"])
+    assert set(pr) == {"pr50k3_full_precision", "pr50k3_full_recall"}
+    assert all(0.0 <= v <= 1.0 for v in pr.values())
+    assert set(is_) == {"is50k_mean", "is50k_std"} and is_["is50k_mean"] >= 1.0
+
+
+def test_conditional_generator_gets_dataset_labels(detectors_dir):
+    seen = []
+
+    class CondG(TinyG):
+        def forward(self, z, c, **kw):
+            seen.append(c.clone())
+            return super().forward(z, c)
+
+    data = FacesDataset(use_labels=True)
+    registry.compute_metric("fid10k", G=CondG(c_dim=4), dataset=data, device="cpu", detectors_dir=detectors_dir,
+                            cache_dir=False, num_gen=16, batch_size=8)
+    c = torch.cat(seen)
+    assert c.shape == (16, 4) and torch.all(c.sum(dim=1) == 1)
+
+
+def test_swd_metric_needs_no_detector_and_is_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setenv("NDA_STYLEGAN_DETECTORS", str(tmp_path))  # empty: any detector use would fail
+    kw = dict(num_images=32, patches_per_image=16, dirs_per_repeat=32)
+    a = _run("swd", None, False, **kw)["results"]
+    b = _run("swd", None, False, **kw)["results"]
+    assert a == b and set(a) == {"swd_16", "swd_avg"}
+    worse = _run("swd", None, False, G=TinyG(shift=0.8), **kw)["results"]
+    assert worse["swd_avg"] > a["swd_avg"] > 0
+
+
+def test_report_metric_appends_host_format_json_lines(tmp_path, capsys):
+    result = dict(results={"fid50k_full": 1.5}, metric="fid50k_full", total_time=2.0, total_time_str="2s", num_gpus=1)
+    snapshot = tmp_path / "network-snapshot-000010.pkl"
+    registry.report_metric(result, run_dir=str(tmp_path), snapshot_pkl=str(snapshot))
+    registry.report_metric(result, run_dir=str(tmp_path), snapshot_pkl=str(snapshot))
+    lines = (tmp_path / "metric-fid50k_full.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    row = json.loads(lines[0])
+    assert row["results"] == {"fid50k_full": 1.5} and row["snapshot_pkl"] == "network-snapshot-000010.pkl"
+    assert set(row) == {"results", "metric", "total_time", "total_time_str", "num_gpus", "snapshot_pkl", "timestamp"}
+    assert capsys.readouterr().out.splitlines() == lines  # printed exactly as written
+
+
+def test_progress_lines_are_printed_when_verbose(detectors_dir, capsys):
+    from metrics.progress import ProgressMonitor
+
+    registry.compute_metric("fid10k", G=TinyG(), dataset=FacesDataset(), device="cpu", detectors_dir=detectors_dir,
+                            cache_dir=False, progress=ProgressMonitor(verbose=True), num_gen=16, batch_size=8)
+    out = capsys.readouterr().out
+    assert "dataset features" in out and "generator features" in out and "items 16/16" in out
