@@ -90,57 +90,91 @@ void upfirdn2d_loop(const T* x, const Acc* w, T* out, int64_t planes, int64_t ih
   });
 }
 
-// Fast path for up == 1 (the filters around StyleGAN's convolutions): copy each plane once into
-// a zero-bordered buffer, after which every output is the same plain correlation
-//   out[oy, ox] = sum w[ky, kx] * P[oy*downy + ky, ox*downx + kx],
-// computed BLOCK outputs at a time with the partial sums held in registers across all taps.
+// The hot loop is compiled twice where gcc supports function multiversioning (x86-64 Linux):
+// for AVX2 + FMA and for the baseline, picked at load time by the CPU, so the build flags can
+// stay generic and the library still runs on older processors.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define NDA_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define NDA_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define NDA_CPU_CLONES
+#define NDA_ALWAYS_INLINE inline
+#endif
+
+// Output columns [col0, col1) of one plane from its zero-bordered input plane `pad` (pitch pw):
+//   out[oy, ox] = sum w[ky, kx] * pad[oy*downy + ky, ox*downx + kx],
+// BLOCK outputs at a time with their partial sums held in registers across all taps. The caller
+// makes (col1 - col0) a multiple of BLOCK, or pads `pad` so that the overhang reads zeros.
 template <typename T, int BLOCK, bool UNIT_DX>
-void correlate_padded_planes(const T* x, const T* w, T* out, int64_t planes, int64_t ih, int64_t iw,
-                             int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t downx,
-                             int64_t downy, int64_t padx0, int64_t pady0) {
-  const int64_t ow_blocks = (ow + BLOCK - 1) / BLOCK;
-  // Padded plane: wide enough for whole blocks, tall enough for every output row.
-  const int64_t pw = (ow_blocks * BLOCK - 1) * downx + fw;
-  const int64_t ph = (oh - 1) * downy + fh;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, oh * ow * fh * fw));
-  at::parallel_for(0, planes, grain, [&](int64_t p0, int64_t p1) {
-    std::vector<T> pad(ph * pw);
-    for (int64_t p = p0; p < p1; ++p) {
-      std::fill(pad.begin(), pad.end(), T(0));
-      const T* src = x + p * ih * iw;
-      // Input pixel (iy, ix) sits at (iy + pady0, ix + padx0); negative padding crops.
-      for (int64_t iy = std::max<int64_t>(0, -pady0); iy < ih && iy + pady0 < ph; ++iy) {
-        const int64_t ix0 = std::max<int64_t>(0, -padx0);
-        const int64_t ix1 = std::min<int64_t>(iw, pw - padx0);
-        if (ix1 > ix0) std::copy(src + iy * iw + ix0, src + iy * iw + ix1, pad.data() + (iy + pady0) * pw + ix0 + padx0);
-      }
-      T* dst = out + p * oh * ow;
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        for (int64_t bx = 0; bx < ow_blocks; ++bx) {
-          T acc[BLOCK];
-          for (int b = 0; b < BLOCK; ++b) acc[b] = T(0);
-          for (int64_t ky = 0; ky < fh; ++ky) {
-            const T* prow = pad.data() + (oy * downy + ky) * pw + bx * BLOCK * downx;
-            const T* wrow = w + ky * fw;
-            for (int64_t kx = 0; kx < fw; ++kx) {
-              const T wk = wrow[kx];
-              const T* s = prow + kx;
-              // Vectorise across the block (not across the few taps, gcc's own choice).
+NDA_ALWAYS_INLINE void correlate_columns(const T* pad, const T* w, T* dst, int64_t pw, int64_t dpitch,
+                                         int64_t oh, int64_t ow, int64_t col0, int64_t col1,
+                                         int64_t fh, int64_t fw, int64_t downx, int64_t downy) {
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    for (int64_t c = col0; c < col1; c += BLOCK) {
+      T acc[BLOCK];
+      for (int b = 0; b < BLOCK; ++b) acc[b] = T(0);
+      for (int64_t ky = 0; ky < fh; ++ky) {
+        const T* prow = pad + (oy * downy + ky) * pw + c * downx;
+        const T* wrow = w + ky * fw;
+        for (int64_t kx = 0; kx < fw; ++kx) {
+          const T wk = wrow[kx];
+          const T* src = prow + kx;
+          // Vectorise across the block (not across the few taps, gcc's own choice).
 #pragma omp simd
-              for (int b = 0; b < BLOCK; ++b) acc[b] += wk * s[UNIT_DX ? b : b * downx];
-            }
-          }
-          const int64_t n = std::min<int64_t>(BLOCK, ow - bx * BLOCK);
-          T* o = dst + oy * ow + bx * BLOCK;
-          for (int64_t b = 0; b < n; ++b) o[b] = acc[b];
+          for (int b = 0; b < BLOCK; ++b) acc[b] += wk * src[UNIT_DX ? b : b * downx];
         }
       }
+      const int64_t n = std::min<int64_t>(BLOCK, ow - c);
+      T* o = dst + oy * dpitch + c;
+      for (int64_t b = 0; b < n; ++b) o[b] = acc[b];
     }
-  });
+  }
+}
+
+// Wide blocks for the bulk of a row, narrow ones for the rest (rows of 33 are common).
+template <typename T> constexpr int wide_block() { return sizeof(T) == 4 ? 32 : 16; }
+constexpr int kNarrowBlock = 8;
+
+inline int64_t wide_columns(int64_t ow, int wide) { return ow / wide * wide; }
+inline int64_t covered_columns(int64_t ow, int wide) {
+  const int64_t main = wide_columns(ow, wide);
+  return main + (ow - main + kNarrowBlock - 1) / kNarrowBlock * kNarrowBlock;
+}
+
+template <typename T, bool UNIT_DX>
+NDA_ALWAYS_INLINE void correlate_plane(const T* pad, const T* w, T* dst, int64_t pw, int64_t dpitch,
+                                       int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t downx,
+                                       int64_t downy) {
+  constexpr int WIDE = wide_block<T>();
+  const int64_t main = wide_columns(ow, WIDE);
+  correlate_columns<T, WIDE, UNIT_DX>(pad, w, dst, pw, dpitch, oh, ow, 0, main, fh, fw, downx, downy);
+  correlate_columns<T, kNarrowBlock, UNIT_DX>(pad, w, dst, pw, dpitch, oh, ow, main, ow, fh, fw, downx, downy);
+}
+
+#define NDA_DEFINE_PLANE(NAME, T, UNIT)                                                              \
+  NDA_CPU_CLONES void NAME(const T* pad, const T* w, T* dst, int64_t pw, int64_t dpitch, int64_t oh,  \
+                           int64_t ow, int64_t fh, int64_t fw, int64_t downx, int64_t downy) {       \
+    correlate_plane<T, UNIT>(pad, w, dst, pw, dpitch, oh, ow, fh, fw, downx, downy);                 \
+  }
+NDA_DEFINE_PLANE(correlate_plane_f32_unit, float, true)
+NDA_DEFINE_PLANE(correlate_plane_f32_strided, float, false)
+NDA_DEFINE_PLANE(correlate_plane_f64_unit, double, true)
+NDA_DEFINE_PLANE(correlate_plane_f64_strided, double, false)
+
+template <typename T>
+inline void correlate_plane_any(const T* pad, const T* w, T* dst, int64_t pw, int64_t dpitch, int64_t oh,
+                                int64_t ow, int64_t fh, int64_t fw, int64_t downx, int64_t downy) {
+  if (sizeof(T) == 4) {
+    auto fn = downx == 1 ? correlate_plane_f32_unit : correlate_plane_f32_strided;
+    fn((const float*)pad, (const float*)w, (float*)dst, pw, dpitch, oh, ow, fh, fw, downx, downy);
+  } else {
+    auto fn = downx == 1 ? correlate_plane_f64_unit : correlate_plane_f64_strided;
+    fn((const double*)pad, (const double*)w, (double*)dst, pw, dpitch, oh, ow, fh, fw, downx, downy);
+  }
 }
 
 // If the taps are an outer product col * row (StyleGAN's filters are), returns the factors:
-// two 1-D passes then cost fw + fh multiply-adds per output instead of fw * fh.
+// the zero-inserting (up > 1) path then runs two 1-D passes, fw + fh taps instead of fw * fh.
 template <typename T>
 bool rank_one_factors(const T* w, int64_t fh, int64_t fw, std::vector<T>& col, std::vector<T>& row) {
   int64_t r0 = 0, c0 = 0;
@@ -158,6 +192,34 @@ bool rank_one_factors(const T* w, int64_t fh, int64_t fw, std::vector<T>& col, s
     for (int64_t j = 0; j < fw; ++j)
       if (std::abs(w[i * fw + j] - col[i] * row[j]) > tol) return false;
   return true;
+}
+
+// Fast path for up == 1 (the filters around StyleGAN's convolutions): copy each plane once into
+// a zero-bordered buffer, after which every output is the same plain correlation. (Two 1-D passes
+// for rank-one taps measured slower here: the blocked 2-D loop is bound by memory, not by FMAs.)
+template <typename T>
+void correlate_padded_planes(const T* x, const T* w, T* out, int64_t planes, int64_t ih, int64_t iw,
+                             int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t downx,
+                             int64_t downy, int64_t padx0, int64_t pady0) {
+  // Padded plane: wide enough for whole blocks, tall enough for every output row.
+  const int64_t cover = covered_columns(ow, wide_block<T>());
+  const int64_t pw = (cover - 1) * downx + fw;
+  const int64_t ph = (oh - 1) * downy + fh;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, oh * ow * fh * fw));
+  at::parallel_for(0, planes, grain, [&](int64_t p0, int64_t p1) {
+    std::vector<T> pad(ph * pw);
+    for (int64_t p = p0; p < p1; ++p) {
+      std::fill(pad.begin(), pad.end(), T(0));
+      const T* src = x + p * ih * iw;
+      // Input pixel (iy, ix) sits at (iy + pady0, ix + padx0); negative padding crops.
+      for (int64_t iy = std::max<int64_t>(0, -pady0); iy < ih && iy + pady0 < ph; ++iy) {
+        const int64_t ix0 = std::max<int64_t>(0, -padx0);
+        const int64_t ix1 = std::min<int64_t>(iw, pw - padx0);
+        if (ix1 > ix0) std::copy(src + iy * iw + ix0, src + iy * iw + ix1, pad.data() + (iy + pady0) * pw + ix0 + padx0);
+      }
+      correlate_plane_any(pad.data(), w, out + p * oh * ow, pw, ow, oh, ow, fh, fw, downx, downy);
+    }
+  });
 }
 
 at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t upx, int64_t upy,
@@ -183,12 +245,8 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t up
     const scalar_t* w = wt.data_ptr<scalar_t>();
     std::vector<scalar_t> col, row;
     if (upx == 1 && upy == 1) {
-      if (downx == 1)
-        correlate_padded_planes<scalar_t, 16, true>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c, ih,
-                                                    iw, oh, ow, fh, fw, downx, downy, padx0, pady0);
-      else
-        correlate_padded_planes<scalar_t, 16, false>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c, ih,
-                                                     iw, oh, ow, fh, fw, downx, downy, padx0, pady0);
+      correlate_padded_planes<scalar_t>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c, ih, iw, oh,
+                                        ow, fh, fw, downx, downy, padx0, pady0);
     } else if (fh > 1 && fw > 1 && rank_one_factors(w, fh, fw, col, row)) {
       // Horizontal pass (x resampling) into [planes, ih, ow], then vertical pass.
       at::Tensor tmp = at::empty({n * c, ih, ow}, x.options());
