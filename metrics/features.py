@@ -6,6 +6,8 @@
 ends with all features).
 """
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -178,6 +180,20 @@ def generate_images(G, dataset, n, device, generator, G_kwargs=None):
     return generated_to_uint8(G(z, c, **(G_kwargs or {})))
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed, device):
+    """Seed torch's global RNG (G's noise inputs draw from it) for a block, then restore the
+    caller's state: metrics are reproducible and a training loop's random stream is untouched."""
+    device = torch.device(device)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(int(seed))
+        if devices:
+            with torch.cuda.device(devices[0]):
+                torch.cuda.manual_seed(int(seed))
+        yield
+
+
 @torch.no_grad()
 def generator_features(G, dataset, detector, detector_kwargs, device, stats, seed=0, batch_size=64,
                        batch_gen=None, G_kwargs=None, progress=None):
@@ -188,10 +204,11 @@ def generator_features(G, dataset, detector, detector_kwargs, device, stats, see
     world, rank = _world()
     batch_gen = batch_gen or min(batch_size, 8)
     generator = torch.Generator().manual_seed(int(seed) * 1000003 + rank)
-    while not stats.is_full():
-        images = torch.cat([generate_images(G, dataset, batch_gen, device, generator, G_kwargs)
-                            for _ in range(max(batch_size // batch_gen, 1))])
-        stats.append(_gather_rows(detector(to_rgb_uint8(images), **detector_kwargs)).cpu().numpy())
-        if progress is not None:
-            progress.update(stats.num_items)
+    with seeded_global_rng(int(seed) * 1000003 + rank + 1, device):
+        while not stats.is_full():
+            images = torch.cat([generate_images(G, dataset, batch_gen, device, generator, G_kwargs)
+                                for _ in range(max(batch_size // batch_gen, 1))])
+            stats.append(_gather_rows(detector(to_rgb_uint8(images), **detector_kwargs)).cpu().numpy())
+            if progress is not None:
+                progress.update(stats.num_items)
     return stats

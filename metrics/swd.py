@@ -11,6 +11,8 @@ averaged. No pretrained network is involved.
 import torch
 import torch.nn.functional as F
 
+from metrics.features import generate_images, iterate_dataset, seeded_global_rng, to_rgb_uint8
+
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 
@@ -143,7 +145,6 @@ def _distances(desc_a, desc_b, generator, dir_repeats, dirs_per_repeat):
 
 def compute_swd(opts, num_images, resolution_min=16, patches_per_image=128, dir_repeats=4, dirs_per_repeat=128):
     """SWD between ``num_images`` real (the first ones of the dataset) and generated images."""
-    from metrics.features import iterate_dataset, generate_images, to_rgb_uint8  # avoid an import cycle
     dataset = opts.dataset(**(opts.extra.get("dataset_updates") or {}))
     num_images = min(num_images, len(dataset))
     batch = opts.option("batch_size", 64)
@@ -160,10 +161,11 @@ def compute_swd(opts, num_images, resolution_min=16, patches_per_image=128, dir_
     gen_generator = torch.Generator().manual_seed(int(opts.seed) * 1000003)
     label_source = dataset if opts.G.c_dim else None
     done = 0
-    while done < num_images:
-        n = min(batch, num_images - done)
-        fake.add(to_rgb_uint8(generate_images(opts.G, label_source, n, opts.device, gen_generator, opts.G_kwargs)))
-        done += n
-        progress.update(done)
+    with seeded_global_rng(int(opts.seed) * 1000003 + 1, opts.device):  # G's noise inputs
+        while done < num_images:
+            n = min(batch, num_images - done)
+            fake.add(to_rgb_uint8(generate_images(opts.G, label_source, n, opts.device, gen_generator, opts.G_kwargs)))
+            done += n
+            progress.update(done)
     per_level, mean = _distances(real, fake, _direction_generator(opts.seed), dir_repeats, dirs_per_repeat)
     return per_level, mean

@@ -1,0 +1,146 @@
+"""calc_metrics.py with a real tiny snapshot of our networks and the built-in dataset."""
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # calc_metrics.py, metrics/ and training/ live in the checkout
+    sys.path.insert(0, REPO)
+
+import calc_metrics  # noqa: E402
+from metrics import detectors, stats_cache  # noqa: E402
+from metrics.standin_detectors import save_standin_detectors  # noqa: E402
+from training import snapshot  # noqa: E402
+from training.networks import Discriminator, Generator  # noqa: E402
+
+RES = 16
+DATA = dict(class_name="training.dataset.BuiltinDataset", size=40, resolution=RES, seed=0)
+
+
+def _tiny_networks():
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=RES, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16))
+    D = Discriminator(c_dim=0, img_resolution=RES, img_channels=3, channel_base=256, channel_max=16)
+    return G, D
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    G, D = _tiny_networks()
+    snapshot.save_snapshot(str(folder / "network-snapshot-000000"), dict(G=G, D=D, G_ema=G), DATA)
+    with open(folder / "training_options.json", "w") as f:
+        json.dump(dict(loss_kwargs=dict(nda_spec="jigsaw,cutout")), f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def detectors_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("detectors")
+    save_standin_detectors(str(folder), inception_features=64, vgg_features=128)
+    return str(folder)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(stats_cache.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.delenv(detectors.ENV_DETECTORS, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", torch.get_num_threads)
+
+
+def run(*args):
+    return CliRunner().invoke(calc_metrics.calc_metrics, [str(a) for a in args])
+
+
+def _rows(folder, name):
+    with open(folder / ("metric-%s.jsonl" % name)) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_fid_and_nda_auroc_on_a_snapshot_append_json_lines(run_dir, detectors_dir, tmp_path):
+    pkl = run_dir / "network-snapshot-000000.pkl"
+    args = ("--network", pkl, "--metrics", "fid10k,nda_auroc", "--detectors", detectors_dir,
+            "--num-gen", 16, "--num-images", 16, "--verbose", "false")
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    fid = _rows(run_dir, "fid10k")[-1]
+    assert fid["metric"] == "fid10k" and fid["snapshot_pkl"] == "network-snapshot-000000.pkl" and fid["num_gpus"] == 1
+    auroc = _rows(run_dir, "nda_auroc")[-1]["results"]
+    # the run's spec (jigsaw,cutout from training_options.json), not the default seven
+    assert sorted(k for k in auroc if k.startswith("nda_auroc_neg_")) == ["nda_auroc_neg_cutout", "nda_auroc_neg_jigsaw"]
+    assert os.listdir(tmp_path / "cache" / "stats")  # real-data stats were cached
+
+    second = run(*args)  # same seed: same numbers, real stats from the cache
+    assert second.exit_code == 0, second.output
+    assert _rows(run_dir, "fid10k")[-1]["results"] == fid["results"]
+    assert _rows(run_dir, "nda_auroc")[-1]["results"] == auroc
+    assert len(_rows(run_dir, "fid10k")) == 2
+
+
+def test_swd_runs_offline_with_the_mirror_flag(run_dir, tmp_path):
+    result = run("--network", run_dir / "network-snapshot-000000.pt", "--metrics", "swd", "--num-images", 16,
+                  "--mirror", "1", "--verbose", "true")
+    assert result.exit_code == 0, result.output
+    assert "swd real" in result.output and '"xflip": true' in result.output
+    assert set(_rows(run_dir, "swd")[-1]["results"]) == {"swd_16", "swd_avg"}
+
+
+def _usage_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    last = errors[0]
+    for fragment in fragments:
+        assert fragment in last
+
+
+def test_unknown_metric_lists_the_known_ones(run_dir):
+    _usage_error(run("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "fid,swd"),
+                 "unknown metric 'fid'", "fid50k_full", "nda_auroc")
+
+
+def test_file_that_is_not_a_network(tmp_path):
+    bad = tmp_path / "notes.pkl"
+    bad.write_bytes(b"hello")
+    _usage_error(run("--network", bad, "--metrics", "swd"), "is not a network snapshot")
+    _usage_error(run("--network", tmp_path / "missing.pkl", "--metrics", "swd"), "is not a file")
+    assert sorted(os.listdir(tmp_path)) == ["notes.pkl"]  # nothing written
+
+
+def test_dataset_resolution_must_match_the_network(run_dir, tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "big"
+    data.mkdir()
+    for i in range(4):
+        Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(data / ("%d.png" % i))
+    before = sorted(os.listdir(run_dir))
+    _usage_error(run("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "swd", "--data", data),
+                 "resolution 32 differs from the network's 16")
+    assert sorted(os.listdir(run_dir)) == before
+
+
+def test_missing_detector_names_the_file_and_where_to_put_it(run_dir, tmp_path):
+    before = sorted(os.listdir(run_dir))
+    _usage_error(run("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "pr50k3", "--detectors", tmp_path),
+                 "vgg16.pt", detectors.VGG16.url)
+    assert sorted(os.listdir(run_dir)) == before
+
+
+def test_unwritable_output_folder(run_dir, tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    for name in ("network-snapshot-000000.pkl", "network-snapshot-000000.pt"):
+        (ro / name).write_bytes((run_dir / name).read_bytes())
+    # A read-only folder (chmod does not stop root, who runs these tests in CI containers).
+    real_access = os.access
+    monkeypatch.setattr(calc_metrics.os, "access",
+                        lambda path, mode: False if os.path.abspath(path) == str(ro) and mode & os.W_OK else real_access(path, mode))
+    _usage_error(run("--network", ro / "network-snapshot-000000.pkl", "--metrics", "swd"), "not writable", str(ro))
+    assert sorted(os.listdir(ro)) == ["network-snapshot-000000.pkl", "network-snapshot-000000.pt"]
