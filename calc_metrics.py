@@ -118,7 +118,13 @@ def run_metrics(rank, args):
             registry.report_metric(result, run_dir=args["run_dir"], snapshot_pkl=args["network_pkl"])
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def _metrics_epilog():
+    lines = ["\b", "Available metrics:"] + ["  %-12s %s" % (name, desc) for name, desc in registry.describe_metrics()]
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+               epilog=_metrics_epilog())
 @click.option("network_pkl", "--network", help="Network snapshot (.pkl or .pt)", metavar="PATH", required=True)
 @click.option("--metrics", help="Comma-separated list or 'none'", type=CommaSeparatedList(), default="fid50k_full",
               show_default=True)
@@ -195,8 +201,11 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detectors_di
 
     try:
         distributed.launch(run_metrics, gpus, device=device, args=(args,))
-    except detectors.DetectorUnavailableError as exc:
-        raise click.UsageError(str(exc))
+    except ValueError as exc:  # bad data or detector files found while computing (one process)
+        raise click.UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except torch.multiprocessing.ProcessRaisedException as exc:  # the same from a worker: its last line
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise click.ClickException(lines[-1] if lines else "a worker process failed")
 
 
 if __name__ == "__main__":

@@ -144,3 +144,28 @@ def test_unwritable_output_folder(run_dir, tmp_path, monkeypatch):
                         lambda path, mode: False if os.path.abspath(path) == str(ro) and mode & os.W_OK else real_access(path, mode))
     _usage_error(run("--network", ro / "network-snapshot-000000.pkl", "--metrics", "swd"), "not writable", str(ro))
     assert sorted(os.listdir(ro)) == ["network-snapshot-000000.pkl", "network-snapshot-000000.pt"]
+
+
+def test_two_processes_report_once_and_agree_with_themselves(run_dir, detectors_dir, tmp_path):
+    """--gpus 2 on the CPU: gloo processes split the work (all_gather, all_reduce, broadcast paths)."""
+    args = ("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "kid50k,swd", "--gpus", 2,
+            "--detectors", detectors_dir, "--num-gen", 16, "--max-real", 24, "--num-images", 16, "--verbose", "false")
+    before = len(_rows(run_dir, "swd")) if (run_dir / "metric-swd.jsonl").exists() else 0
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    second = run(*args)
+    assert second.exit_code == 0, second.output
+    kid = _rows(run_dir, "kid50k")
+    assert len(kid) == 2 and kid[0]["num_gpus"] == 2 and kid[0]["results"] == kid[1]["results"]
+    assert len(_rows(run_dir, "swd")) == before + 2  # rank 0 alone writes
+    # The real features the two processes gathered (and cached) are those of one process, in order.
+    import numpy as np
+    from metrics.options import MetricOptions
+
+    (cached,) = (tmp_path / "cache" / "stats").iterdir()
+    with np.load(str(cached)) as data:
+        gathered = data["all"]
+    single = MetricOptions(dataset=dict(DATA, use_labels=False), detectors_dir=detectors_dir, cache_dir=False)
+    expected = single.real_stats("inception", dict(return_features=True), max_items=24, capture_all=True,
+                                 dataset_updates=dict(max_size=None)).get_all()
+    assert gathered.shape == (24, 64) and np.allclose(gathered, expected, atol=1e-5)
