@@ -119,8 +119,9 @@ class PatchDescriptors:
                                             self.patches_per_image, self.nhood, self.generator)
             store.append(extract_patches(level, ys, xs, self.nhood).half())  # half: memory, not precision
 
-    def finalize(self):
-        return [normalise_descriptors(torch.cat(store)) for store in self.levels]
+    def finalize_level(self, i):
+        """Level ``i``'s normalised float32 descriptors (one level at a time keeps memory low)."""
+        return normalise_descriptors(torch.cat(self.levels[i]))
 
 
 def swd_between(images_a, images_b, seed=0, resolution_min=16, patches_per_image=128, nhood=7,
@@ -146,8 +147,8 @@ def _direction_generator(seed):
 
 
 def _distances(desc_a, desc_b, generator, dir_repeats, dirs_per_repeat):
-    per_level = [sliced_wasserstein(a, b, generator, dir_repeats, dirs_per_repeat) * 1e3
-                 for a, b in zip(desc_a.finalize(), desc_b.finalize())]
+    per_level = [sliced_wasserstein(desc_a.finalize_level(i), desc_b.finalize_level(i), generator, dir_repeats,
+                                    dirs_per_repeat) * 1e3 for i in range(len(desc_a.levels))]
     return dict(zip(desc_a.resolutions, per_level)), sum(per_level) / len(per_level)
 
 
