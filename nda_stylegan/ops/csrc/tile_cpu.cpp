@@ -2,8 +2,12 @@
 // nda_stylegan/ops/tile_ref.py for the pure-PyTorch reference it must match).
 //
 // One pass over memory: every output row is gathered (tiles + rotation), blended, boxed and
-// compared with its source row while it is still in L1, so the flags cost no extra pass.
-// The only other read is the box mean of BOX_FILL images, taken over the box alone.
+// checked while it is still in L1 (or in registers), so the flags cost no extra pass. Once a
+// row of an image differs from its source, later rows only check finiteness and never read
+// the source row. The only other read is the box mean of BOX_FILL images, over the box alone.
+// Speed: tiles are affine runs (no per-pixel index math unless clamping bends them), whole-
+// width unrotated tiles are copied as one run per band of rows, and the row loop is also
+// compiled for AVX2 and picked at run time.
 // This file also defines the op schema; tile_cuda.cpp adds the CUDA implementation.
 
 #include <ATen/ATen.h>
