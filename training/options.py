@@ -195,6 +195,7 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
     c["G_opt_kwargs"] = dict(class_name="torch.optim.Adam", lr=lr, betas=[0.0, 0.99], eps=1e-8)
     c["D_opt_kwargs"] = dict(class_name="torch.optim.Adam", lr=lr, betas=[0.0, 0.99], eps=1e-8)
     c["loss_kwargs"] = dict(class_name="training.loss.StyleGAN2Loss", r1_gamma=spec["gamma"])
+    c["loss_kwargs"].update(spec.get("loss_kwargs", {}))
     if cfg_name == "cifar":
         c["loss_kwargs"]["pl_weight"] = 0  # no path-length regularization
         c["loss_kwargs"]["style_mixing_prob"] = 0  # no style mixing
