@@ -324,3 +324,15 @@ def test_gpus_must_agree_with_torchrun(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "WORLD_SIZE=2" in error_line(result)
     result = invoke("--outdir", str(tmp_path), "--dry-run", "--batch", "8")
     assert result.exit_code == 0 and "2 on cpu" in result.output
+
+
+def test_default_metrics_never_need_a_download(tmp_path, monkeypatch):
+    from training import checks
+
+    monkeypatch.setenv("NDA_STYLEGAN_METRICS_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("NDA_STYLEGAN_DETECTORS", str(tmp_path))
+    assert checks.resolve_metrics(None, "cpu") == []  # 50k-sample metrics are for GPUs
+    assert checks.resolve_metrics(["auto"], "cuda") == ["swd"]  # no Inception file on disk: network-free
+    (tmp_path / "inception-2015-12-05.pt").write_bytes(b"stand-in")
+    assert checks.resolve_metrics(None, "cuda") == ["fid50k_full"]
+    assert checks.resolve_metrics(["kid50k_full", "swd"], "cpu") == ["kid50k_full", "swd"]
