@@ -15,7 +15,7 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["nda_stylegan", "nda_stylegan.*"]),
     package_data={"nda_stylegan": ["ops/csrc/*", "patching/hooks/*.hook"]},
-    install_requires=["torch>=1.9", "numpy", "click", "pillow", "ninja"],
+    install_requires=["torch>=1.9", "numpy", "scipy", "click", "pillow", "ninja"],
     extras_require={"test": ["pytest", "scipy", "torchvision", "vermin"]},
     entry_points={
         "console_scripts": ["nda-stylegan = nda_stylegan.cli:main"],
