@@ -24,7 +24,7 @@ PRESETS = {
     # Small enough for a few minutes on two CPU cores at 32x32: 32 channels everywhere, short
     # mapping network, batch 16 in groups of 4, and (as `cifar`) no path-length regularisation or
     # style mixing, which cost steps and help little in a short run. Chosen by `auto` without a GPU.
-    CPU_PRESET: dict(ref_gpus=1, kimg=20, mb=16, mbstd=4, fmaps=None, lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05,
+    CPU_PRESET: dict(ref_gpus=1, kimg=16, mb=16, mbstd=4, fmaps=None, lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05,
                      map=2, channel_base=1024, channel_max=32, z_dim=64, w_dim=64, kimg_per_tick=2, snap=2,
                      loss_kwargs=dict(pl_weight=0, style_mixing_prob=0)),
 }
