@@ -6,13 +6,13 @@ numbers are NOT comparable with real FID/KID/PR/IS values.
 """
 
 import os
-import tempfile
 import warnings
 
 import torch
 import torch.nn.functional as F
 
 from metrics.detectors import INCEPTION, VGG16
+from training.util import atomic_write
 
 
 class StandinInception(torch.nn.Module):
@@ -67,20 +67,11 @@ class StandinVGG16(torch.nn.Module):
 
 
 def _save_atomic(module, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():  # torch >= 2.6 flags TorchScript as deprecated; the host's files are TorchScript
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(torch.jit.script(module), tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are shared, readable files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, "wb") as f, warnings.catch_warnings():
+        # torch >= 2.6 flags TorchScript as deprecated; the host's detector files are TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(module), f)
 
 
 def save_standin_detectors(folder, seed=0, inception_features=2048, vgg_features=4096):

@@ -10,11 +10,11 @@ recomputed; writes go to a temp file first and are moved into place with ``os.re
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from metrics.features import FeatureStats
+from training.util import atomic_write
 
 ENV_CACHE = "NDA_STYLEGAN_METRICS_CACHE"
 
@@ -50,16 +50,7 @@ def load_stats(path, key, max_items=None):
 
 
 def save_stats(path, key, stats):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(key), **stats.to_arrays())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are shared, readable files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, key=np.array(key), **stats.to_arrays())
     return path

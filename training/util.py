@@ -75,6 +75,12 @@ def to_easydict(obj):
     return obj
 
 
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Open a temp file next to ``path``; on success fsync it and ``os.replace`` it into place, so
@@ -87,6 +93,7 @@ def atomic_write(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes owner-only files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
