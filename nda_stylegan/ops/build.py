@@ -91,9 +91,24 @@ def find_cuda_home():
     return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
 
 
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its import-time warning about a missing
+    CUDA runtime (normal on CPU machines, and we find the toolkit ourselves when we need it)."""
+    import logging
+
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        log.setLevel(level)
+    return cpp_extension
+
+
 def _prepare_cuda_build():
     """Point cpp_extension at a usable toolkit; returns the toolkit root or raises OpBuildError."""
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     if torch.version.cuda is None:
         raise OpBuildError("this torch build has no CUDA support (torch %s)" % torch.__version__)
@@ -140,7 +155,7 @@ def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
 
     Returns the path of the built library. Raises OpBuildError on any failure.
     """
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     sources = [os.path.abspath(s) for s in sources]
     extra_cflags, extra_ldflags, extra_cuda_cflags = _build_flags()
