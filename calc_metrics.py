@@ -10,6 +10,7 @@ import torch
 
 from metrics import anomaly, detectors, registry
 from metrics.progress import ProgressMonitor
+from training.cli_types import CommaSeparatedList
 
 # Detector files each metric reads (checked before any work starts).
 METRIC_DETECTORS = {
@@ -18,17 +19,6 @@ METRIC_DETECTORS = {
     "pr50k3_full": ["vgg16"], "pr50k3": ["vgg16"],
 }
 NEEDS_D = ("nda_auroc",)
-
-
-class CommaSeparatedList(click.ParamType):
-    name = "list"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        if value is None or value.strip().lower() in ("", "none"):
-            return []
-        return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def load_network(path):

@@ -18,18 +18,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click  # noqa: E402
 
 from training import checks, distributed, options, plugins, presets  # noqa: E402
+from training.cli_types import CommaSeparatedList  # noqa: E402
 from training.run_dir import create_run_dir, write_json_atomic  # noqa: E402
-
-
-class CommaSeparatedList(click.ParamType):
-    name = "list"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        if value is None or value.strip().lower() in ("", "none"):
-            return []
-        return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _presets_help():

@@ -3,9 +3,10 @@
 import json
 import os
 import re
-import tempfile
 
 import click
+
+from training.util import atomic_write
 
 
 def next_run_id(outdir):
@@ -36,19 +37,7 @@ def create_run_dir(outdir, desc):
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON to ``path`` through a temp file in the same folder + os.replace,
-    so a reader never sees a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``obj`` as JSON so that a reader never sees a half-written file."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
