@@ -151,3 +151,15 @@ def test_resume_from_another_architecture_is_one_line_error(tmp_path):
 def test_bad_batch_split_is_refused(tmp_path):
     with pytest.raises(ValueError, match="multiple of batch_gpu"):
         training_loop(**tiny_config(tmp_path, batch_size=8, batch_gpu=3))
+
+
+def test_diverged_run_exits_1_with_one_line_and_no_traceback(tmp_path, capsys):
+    from training.distributed import run_training_loop
+
+    c = tiny_config(tmp_path, loss_kwargs=dict(class_name="test_training_loop.NaNLoss", r1_gamma=0.1),
+                    kimg_per_tick=0.016, total_kimg=0.128)
+    with pytest.raises(SystemExit) as exc:
+        run_training_loop(0, c)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "diverged" in err and "Traceback" not in err

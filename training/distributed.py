@@ -78,8 +78,12 @@ def launch(fn, world_size, device="cpu", args=()):
         return
     with tempfile.TemporaryDirectory(prefix="nda-stylegan-dist-") as tmp:
         init_method = "file://" + os.path.abspath(os.path.join(tmp, "rendezvous"))
-        torch.multiprocessing.spawn(_spawned_process, args=(fn, world_size, device, init_method, args),
-                                    nprocs=world_size, join=True)
+        try:
+            torch.multiprocessing.spawn(_spawned_process, args=(fn, world_size, device, init_method, args),
+                                        nprocs=world_size, join=True)
+        except torch.multiprocessing.ProcessExitedException as exc:
+            # A child exited on purpose (e.g. diverged training) after saying why.
+            raise SystemExit(exc.exit_code or 1)
 
 
 def join_torchrun(device):
@@ -95,4 +99,8 @@ def run_training_loop(rank, config):
     """The per-process entry point of train.py: hand the config to the training loop."""
     from training import training_loop  # imported here: spawned children import it themselves
 
-    training_loop.training_loop(rank=rank, **config)
+    try:
+        training_loop.training_loop(rank=rank, **config)
+    except training_loop.TrainingDiverged:
+        # The loop has already reported the one line (log.txt and stderr); no traceback on top.
+        raise SystemExit(1)
