@@ -1,14 +1,15 @@
 // CPU kernel that applies a TilePlan (see nda_stylegan/negatives/plan.py for the semantics and
 // nda_stylegan/ops/tile_ref.py for the pure-PyTorch reference it must match).
 //
-// One pass over memory: every output row is gathered (tiles + rotation), blended, boxed and
-// checked while it is still in L1 (or in registers), so the flags cost no extra pass. Once a
-// row of an image differs from its source, later rows only check finiteness and never read
-// the source row. The only other read is the box mean of BOX_FILL images, over the box alone.
+// One pass over memory: output rows are gathered (tiles + rotation), blended, boxed and
+// checked in bands of up to 16 rows while the band is still in L1 (or, for whole unrotated
+// images, in registers), so the flags cost no extra pass. Once a row of an image differs from
+// its source, later rows only check finiteness and never read the source row. The only other
+// read is the box mean of BOX_FILL images, over the box alone.
 // Speed: tiles are affine runs (no per-pixel index math unless clamping bends them), whole-
 // width unrotated tiles are copied as one run per band of rows, quarter-turned tiles (a source
-// column per output row) are gathered 16 rows at a time, and the row loop is also
-// compiled for AVX2 and picked at run time.
+// column per output row) are copied by 4x4 transposes over 16-row bands, and the row loop is
+// also compiled for AVX2 and picked at run time.
 // This file also defines the op schema; tile_cuda.cpp adds the CUDA implementation.
 
 #include <ATen/ATen.h>
@@ -317,14 +318,9 @@ NDA_ALWAYS_INLINE inline void check_row(const scalar_t* __restrict__ o, const sc
 // Both variants, picked per row.
 #define NDA_CHECKED(fn, ...) (compare ? fn<true>(__VA_ARGS__) : fn<false>(__VA_ARGS__))
 
-// Rows gathered together when a tile is quarter-turned: 16 floats are one cache line.
-constexpr int64_t kTurnBand = 16;
-
-inline bool has_turned_tile(const TileSource* row_tiles, int64_t gw) {
-  for (int64_t tj = 0; tj < gw; ++tj)
-    if (row_tiles[tj].affine && (row_tiles[tj].rot & 1)) return true;
-  return false;
-}
+// Rows gathered together in the general path: 16 floats are one cache line (a quarter-turned
+// tile reads 16 values of each source line), and a 256-px band channel (16 KB) stays in L1.
+constexpr int64_t kBand = 16;
 
 template <typename scalar_t>
 struct RowJob {
@@ -350,7 +346,7 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
   const TileSource* sources = job.sources;
   const int64_t* first_tile = job.first_tile;
   uint8_t* row_flags = job.row_flags;
-  std::vector<int64_t> idx(kTurnBand * w);  // per-pixel offsets of the rare clamped tiles
+  std::vector<int64_t> idx(kBand * w);  // per-pixel offsets of the rare clamped tiles
   int64_t img = begin / h, y = begin % h;
   int64_t gh = 0, gw = 0, th = 0, tw = 0, ti = 0, ly = 0;
   int64_t known_changed = -1;  // an image of this chunk already seen to differ from its source
@@ -403,18 +399,27 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
         goto next_row;
       }
     }
-    // A band of rows of one tile row with a quarter-turned tile in it: gathered kTurnBand rows
-    // at a time (see gather_turned_band), then blended, boxed and checked row by row.
-    if (has_turned_tile(row_tiles, gw)) {
-      int64_t rows = std::min<int64_t>(kTurnBand, std::min(end - r, h - y));
+    // Any other rows: a band of up to kBand rows of one tile row. Per channel, the band is
+    // gathered tile by tile (quarter-turned tiles by gather_turned_band, as they read a source
+    // column per output row), blended as one run, boxed row by row and checked as one run,
+    // while it is in L1 (per-row costs would dominate small images).
+    {
+      int64_t rows = std::min<int64_t>(kBand, std::min(end - r, h - y));
       if (ti < gh - 1) rows = std::min(rows, th - ly);
-      for (int64_t k = 0; k < rows; ++k)
-        for (int64_t tj = 0; tj < gw; ++tj) {
-          const TileSource& t = row_tiles[tj];
-          if (!t.affine)
+      const int64_t size = rows * w;
+      for (int64_t tj = 0; tj < gw; ++tj) {
+        const TileSource& t = row_tiles[tj];
+        if (!t.affine)
+          for (int64_t k = 0; k < rows; ++k)
             for (int64_t lx = 0; lx < t.size_x; ++lx)
               idx[k * w + tj * tw + lx] = clamped_source(t, ly + k, lx, th, tw, h, w);
-        }
+      }
+      // Box rows of the band: [k0, k1).
+      int64_t k0 = 0, k1 = 0;
+      if (b.mode == kBoxFill || b.mode == kBoxPaste) {
+        k0 = std::max<int64_t>(b.y0 - y, 0);
+        k1 = std::min<int64_t>(b.y1 - y, rows);
+      }
       for (int64_t ch = 0; ch < c; ++ch) {
         scalar_t* o = out + img * chw + ch * hw + y * w;
         const scalar_t* plane = in + ch * hw;
@@ -433,84 +438,37 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
             } else {
               gather_turned_band<-1>(ot, w, src, rows, t.size_x, t.dx);
             }
+          } else if (gw == 1 && t.dx == 1 && t.dy == w) {  // whole rows, contiguous in the source
+            gather_run(ot, plane + t.start + ly * w, size, 1);
           } else {
             for (int64_t k = 0; k < rows; ++k) gather_run(ot + k * w, plane + t.start + (ly + k) * t.dy, t.size_x, t.dx);
           }
         }
-        for (int64_t k = 0; k < rows; ++k) {
-          scalar_t* ok = o + k * w;
-          const int64_t yk = y + k;
-          if (blending) {
-            const scalar_t* other = blend_row + k * w + ch * hw;
-            for (int64_t x = 0; x < w; ++x)
-              ok[x] = static_cast<scalar_t>(wgt * static_cast<opmath_t>(ok[x]) +
-                                            (opmath_t(1) - wgt) * static_cast<opmath_t>(other[x]));
-          }
-          if ((b.mode == kBoxFill || b.mode == kBoxPaste) && yk >= b.y0 && yk < b.y1) {
-            if (b.mode == kBoxFill) {
-              const scalar_t v = fill[img * c + ch];
-              for (int64_t x = b.x0; x < b.x1; ++x) ok[x] = v;
-            } else {
-              std::memcpy(ok + b.x0, paste_row + k * w + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
-            }
-          }
-          compare = compare && !changed;
-          NDA_CHECKED(check_row, ok, own_row + k * w + ch * hw, w, changed, nonfinite);
+        if (blending) {
+          const scalar_t* other = blend_row + ch * hw;
+          for (int64_t x = 0; x < size; ++x)
+            o[x] = static_cast<scalar_t>(wgt * static_cast<opmath_t>(o[x]) +
+                                         (opmath_t(1) - wgt) * static_cast<opmath_t>(other[x]));
         }
+        for (int64_t k = k0; k < k1; ++k) {
+          scalar_t* ok = o + k * w;
+          if (b.mode == kBoxFill) {
+            const scalar_t v = fill[img * c + ch];
+            for (int64_t x = b.x0; x < b.x1; ++x) ok[x] = v;
+          } else {
+            std::memcpy(ok + b.x0, paste_row + k * w + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
+          }
+        }
+        compare = compare && !changed;
+        NDA_CHECKED(check_row, o, own_row + ch * hw, size, changed, nonfinite);
       }
       const uint8_t f = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
       if (changed) known_changed = img;
       for (int64_t k = 0; k < rows; ++k) row_flags[r + k] = f;
-      r += rows - 1;  // as for the unrotated band below
+      r += rows - 1;  // as for the band above
       y += rows - 1;
       ly += rows - 1;
-      goto next_row;
     }
-    for (int64_t tj = 0; tj < gw; ++tj) {
-      const TileSource& t = row_tiles[tj];
-      if (!t.affine)
-        for (int64_t lx = 0; lx < t.size_x; ++lx) idx[tj * tw + lx] = clamped_source(t, ly, lx, th, tw, h, w);
-    }
-    for (int64_t ch = 0; ch < c; ++ch) {
-      compare = compare && !changed;
-      scalar_t* o = out + img * chw + ch * hw + y * w;
-      const scalar_t* plane = in + ch * hw;
-      const scalar_t* own = own_row + ch * hw;
-      if (gw == 1 && !blending && !boxed) {  // one run: gather and check in one go
-        const TileSource& t = row_tiles[0];
-        if (t.affine) {
-          NDA_CHECKED(gather_run_checked, o, plane + t.start + ly * t.dy, w, t.dx, own, changed, nonfinite);
-          continue;
-        }
-      }
-      for (int64_t tj = 0; tj < gw; ++tj) {
-        const TileSource& t = row_tiles[tj];
-        scalar_t* ot = o + tj * tw;
-        if (t.affine) {
-          gather_run(ot, plane + t.start + ly * t.dy, t.size_x, t.dx);
-        } else {
-          const int64_t* it = idx.data() + tj * tw;
-          for (int64_t lx = 0; lx < t.size_x; ++lx) ot[lx] = plane[it[lx]];
-        }
-      }
-      if (blending) {
-        const scalar_t* other = blend_row + ch * hw;
-        for (int64_t x = 0; x < w; ++x)
-          o[x] = static_cast<scalar_t>(wgt * static_cast<opmath_t>(o[x]) +
-                                       (opmath_t(1) - wgt) * static_cast<opmath_t>(other[x]));
-      }
-      if (boxed) {
-        if (b.mode == kBoxFill) {
-          const scalar_t v = fill[img * c + ch];
-          for (int64_t x = b.x0; x < b.x1; ++x) o[x] = v;
-        } else {
-          std::memcpy(o + b.x0, paste_row + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
-        }
-      }
-      NDA_CHECKED(check_row, o, own, w, changed, nonfinite);
-    }
-    row_flags[r] = (changed ? kFlagChanged : 0) | (nonfinite ? kFlagNonFinite : 0);
-    if (changed) known_changed = img;
   next_row:
     // Next row: walk the tile grid without dividing.
     if (++y == h) {
