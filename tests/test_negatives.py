@@ -417,6 +417,49 @@ def test_bad_input_gives_one_line_errors(name):
         neg.sample(images(4, h=16, w=16), generator=0)
 
 
+def test_check_flags_counts_only_nonfinite_images():
+    from nda_stylegan.negatives.base import check_flags
+    from nda_stylegan.negatives.plan import FLAG_CHANGED, FLAG_NONFINITE
+
+    check_flags(torch.tensor([FLAG_CHANGED, 0, FLAG_CHANGED], dtype=torch.int32), "x")  # no error
+    check_flags(torch.zeros(0, dtype=torch.int32), "x")
+    flags = torch.tensor([FLAG_CHANGED, FLAG_CHANGED | FLAG_NONFINITE, 0, FLAG_NONFINITE], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"^x: 2 of 4 images hold NaN or Inf values"):
+        check_flags(flags, "x")
+
+
+@pytest.mark.parametrize("ops", ["auto", "reference"])
+def test_apply_and_apply_masked_agree_and_both_refuse_nonfinite(ops, monkeypatch):
+    monkeypatch.setenv("NDA_STYLEGAN_OPS", ops)
+    neg = make_negative("rotate", angles=180)
+    x = images(4, h=8, w=8)
+    x[1] = 0.5  # unchanged by a half turn: invalid
+    plan = neg.sample(x, gen(0))
+    out, valid = neg.apply_masked(x, plan)
+    assert torch.equal(neg.apply(x, plan), out) and torch.equal(out, torch.rot90(x, 2, dims=(2, 3)))
+    assert valid.dtype == torch.bool and valid.tolist() == [True, False, True, True]
+    x[2, 0, 3, 3] = float("nan")
+    x[3] = float("inf")
+    for fn in (neg.apply, neg.apply_masked):
+        with pytest.raises(ValueError, match=r"^rotate: 2 of 4 images hold NaN or Inf values"):
+            fn(x, plan)
+
+
+def test_apply_uses_a_subclass_apply_masked():
+    class Flipped(Negative):
+        name = "flipped"
+
+        def sample_plan(self, n, height, width, generator):
+            return TilePlan.identity(n)
+
+        def apply_masked(self, images, params):
+            return images.flip(-1), torch.ones(images.shape[0], dtype=torch.bool)
+
+    x = images(2, h=4, w=4)
+    neg = Flipped()
+    assert torch.equal(neg.apply(x, neg.sample(x)), x.flip(-1))
+
+
 def test_size_errors():
     with pytest.raises(ValueError, match=r"jigsaw with k=3 needs height and width divisible by 3, got 32x32"):
         make_negative("jigsaw", k=3)(images(2))

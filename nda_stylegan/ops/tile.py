@@ -18,14 +18,15 @@ def apply_plan(images, plan, impl="auto"):
         raise ValueError("apply_plan: impl=%r is not known; use one of: %s" % (impl, ", ".join(IMPLS)))
     if images.dim() != 4:
         raise ValueError("apply_plan: images must be N, C, H, W; got shape %s" % (tuple(images.shape),))
-    if plan.grid.device != images.device:
+    on_cpu = images.is_cpu  # attribute reads: this runs on every apply (device objects cost more)
+    if not (on_cpu and plan.grid.is_cpu) and plan.grid.device != images.device:
         plan = plan.to(images.device)
     reason = None if impl == "reference" else unsupported_reason(images)
     if reason is None and images.requires_grad and torch.is_grad_enabled():
         reason = "the tile kernel has no backward; the reference is differentiable"
     if impl == "kernel" and reason is not None:
         raise RuntimeError("apply_plan(impl='kernel'): %s; use impl='auto' to fall back to the reference" % reason)
-    if reason is None and images.device.type == "cpu":
+    if reason is None and on_cpu:
         # The CPU kernel validates the plan itself, with TilePlan.check's conditions and messages
         # (ValueError): the Python check alone costs ~5 clone()s of a 64x3x32x32 batch.
         return apply_plan_kernel(images, plan)

@@ -25,12 +25,12 @@ def unsupported_reason(images):
 
     Called on every apply, so the common case costs a dict lookup and one environment read.
     """
-    kind = images.device.type
+    kind = "cpu" if images.is_cpu else images.device.type
     if images.dtype not in DTYPES:
         return "the tile kernel supports float32, float64, float16 and bfloat16 images, not %s" % images.dtype
     if kind not in ("cpu", "cuda"):
         return "the tile kernel runs on cpu and cuda devices, not %s" % kind
-    if build.ops_mode() == "reference":
+    if os.environ.get("NDA_STYLEGAN_OPS") is not None and build.ops_mode() == "reference":
         return "NDA_STYLEGAN_OPS=reference disables the tile kernel"
     ok = _built.get(kind)
     if ok is None:
@@ -41,6 +41,11 @@ def unsupported_reason(images):
     return None
 
 
+_op = []  # the op's overload, looked up once (torch.ops resolves two names per call)
+
+
 def apply_plan_kernel(images, plan):
     """Run the kernel (call ``unsupported_reason`` first). Returns ``(out, flags)``."""
-    return torch.ops.nda_tile.apply_plan(images, plan.grid, plan.tiles, plan.box, plan.blend_src, plan.blend_w)
+    if not _op:
+        _op.append(torch.ops.nda_tile.apply_plan.default)
+    return _op[0](images, plan.grid, plan.tiles, plan.box, plan.blend_src, plan.blend_w)
