@@ -104,39 +104,29 @@ NDA_ALWAYS_INLINE inline Box clamped_box(const int64_t* b, int64_t h, int64_t w)
   return r;
 }
 
-// Per-channel mean of images[n] over its box, for BOX_FILL images (reads the box only).
+// Per-channel mean of one image over its box (BOX_FILL), into fill[0 .. C). Computed by the
+// thread that first needs it (a second parallel region would cost a second wait for every
+// thread, which on a busy machine is a scheduler tick); an image split between two threads
+// has it computed twice, the same way, so both get the same value.
 template <typename scalar_t>
-std::vector<scalar_t> box_means(const scalar_t* in, const Plan& p, int64_t n, int64_t c, int64_t h, int64_t w) {
+void box_mean(const scalar_t* image, const Box& b, int64_t c, int64_t h, int64_t w, scalar_t* fill) {
   using opmath_t = typename OpMath<scalar_t>::type;
-  std::vector<scalar_t> fill(n * c, scalar_t(0));
-  int64_t total = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const Box b = clamped_box(p.box + 6 * i, h, w);
-    if (b.mode == kBoxFill) total += (b.y1 - b.y0) * (b.x1 - b.x0) * c;
-  }
-  if (total == 0) return fill;
-  const int64_t grain = total < 65536 ? n * c : 1;  // small boxes: not worth waking threads
-  at::parallel_for(0, n * c, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Box b = clamped_box(p.box + 6 * (i / c), h, w);
-      if (b.mode != kBoxFill) continue;
-      const scalar_t* plane = in + i * h * w;
-      // double: at least as accurate as the reference's float32 cascade sum. Eight independent
-      // partial sums, so the adds do not wait on each other (and vectorise).
-      double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int64_t y = b.y0; y < b.y1; ++y) {
-        const scalar_t* row = plane + y * w;
-        int64_t x = b.x0;
-        for (; x + 8 <= b.x1; x += 8)
-          for (int k = 0; k < 8; ++k) part[k] += static_cast<double>(row[x + k]);
-        for (; x < b.x1; ++x) part[0] += static_cast<double>(row[x]);
-      }
-      const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-      const int64_t area = std::max<int64_t>((b.y1 - b.y0) * (b.x1 - b.x0), 1);
-      fill[i] = static_cast<scalar_t>(static_cast<opmath_t>(sum) / static_cast<opmath_t>(area));
+  const int64_t area = std::max<int64_t>((b.y1 - b.y0) * (b.x1 - b.x0), 1);
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const scalar_t* plane = image + ch * h * w;
+    // double: at least as accurate as the reference's float32 cascade sum. Eight independent
+    // partial sums, so the adds do not wait on each other (and vectorise).
+    double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t y = b.y0; y < b.y1; ++y) {
+      const scalar_t* row = plane + y * w;
+      int64_t x = b.x0;
+      for (; x + 8 <= b.x1; x += 8)
+        for (int k = 0; k < 8; ++k) part[k] += static_cast<double>(row[x + k]);
+      for (; x < b.x1; ++x) part[0] += static_cast<double>(row[x]);
     }
-  });
-  return fill;
+    const double sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+    fill[ch] = static_cast<scalar_t>(static_cast<opmath_t>(sum) / static_cast<opmath_t>(area));
+  }
 }
 
 // Where one output tile reads from. Source offsets (image * C*H*W + y * W + x) are affine in
@@ -328,7 +318,6 @@ struct RowJob {
   scalar_t* out;
   const Plan* plan;
   int64_t n, c, h, w;
-  const scalar_t* fill;          // [N * C] box means (BOX_FILL images only)
   const TileSource* sources;     // every tile's source, image after image
   const int64_t* first_tile;     // [N + 1] where each image's tiles start in `sources`
   uint8_t* row_flags;            // [N * H]
@@ -342,7 +331,8 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
   scalar_t* out = job.out;
   const Plan& p = *job.plan;
   const int64_t c = job.c, h = job.h, w = job.w, hw = h * w, chw = c * hw;
-  const scalar_t* fill = job.fill;
+  std::vector<scalar_t> fill(c);  // box means of image fill_img
+  int64_t fill_img = -1;
   const TileSource* sources = job.sources;
   const int64_t* first_tile = job.first_tile;
   uint8_t* row_flags = job.row_flags;
@@ -450,10 +440,14 @@ NDA_ALWAYS_INLINE inline void process_rows(const RowJob<scalar_t>& job, int64_t 
             o[x] = static_cast<scalar_t>(wgt * static_cast<opmath_t>(o[x]) +
                                          (opmath_t(1) - wgt) * static_cast<opmath_t>(other[x]));
         }
+        if (k0 < k1 && b.mode == kBoxFill && fill_img != img) {
+          box_mean(in + img * chw, b, c, h, w, fill.data());
+          fill_img = img;
+        }
         for (int64_t k = k0; k < k1; ++k) {
           scalar_t* ok = o + k * w;
           if (b.mode == kBoxFill) {
-            const scalar_t v = fill[img * c + ch];
+            const scalar_t v = fill[ch];
             for (int64_t x = b.x0; x < b.x1; ++x) ok[x] = v;
           } else {
             std::memcpy(ok + b.x0, paste_row + k * w + ch * hw + b.x0, sizeof(scalar_t) * (b.x1 - b.x0));
@@ -507,7 +501,6 @@ inline bool cpu_has_avx2() {
 template <typename scalar_t>
 void apply_plan_kernel(const scalar_t* in, scalar_t* out, int32_t* flags, const Plan& p,
                        int64_t n, int64_t c, int64_t h, int64_t w) {
-  const std::vector<scalar_t> fill = box_means(in, p, n, c, h, w);
 
   // Every tile's source, once per call (N * gh * gw entries; no divisions per row below).
   std::vector<int64_t> first_tile(n + 1, 0);
@@ -521,7 +514,7 @@ void apply_plan_kernel(const scalar_t* in, scalar_t* out, int32_t* flags, const 
   std::vector<uint8_t> row_flags(n * h, 0);
 
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, c * w));
-  const RowJob<scalar_t> job{in, out, &p, n, c, h, w, fill.data(), sources.data(), first_tile.data(), row_flags.data()};
+  const RowJob<scalar_t> job{in, out, &p, n, c, h, w, sources.data(), first_tile.data(), row_flags.data()};
   at::parallel_for(0, n * h, grain, [&](int64_t begin, int64_t end) {
 #if NDA_HAVE_X86_DISPATCH
     if (cpu_has_avx2()) return process_rows_avx2(job, begin, end);
