@@ -132,6 +132,22 @@ def test_turned_bands_across_thread_chunks(kernel):
     assert flags.tolist() == [FLAG_CHANGED, FLAG_CHANGED, FLAG_CHANGED | FLAG_NONFINITE]
 
 
+def test_fill_box_split_between_threads_has_one_value(kernel):
+    """Each thread computes the box means it needs: an image whose rows are split between two
+    threads (mid-box) still gets one fill value per channel, equal to the reference's."""
+    gen = torch.Generator().manual_seed(6)
+    images = torch.randn(3, 2, 203, 203, generator=gen)
+    plan = TilePlan.identity(3)
+    plan.box[:, :4] = torch.tensor([40, 170, 10, 190])
+    plan.box[:, 4] = BOX_FILL
+    assert_same(images, plan)
+    out, _ = tile.apply_plan(images, plan, impl="kernel")
+    for n in range(3):
+        for ch in range(2):
+            box = out[n, ch, 40:170, 10:190]
+            assert torch.equal(box, box[0, 0].expand_as(box))
+
+
 def test_whole_image_rotation_is_rot90(kernel):
     images = torch.randn(3, 3, 9, 9)
     for k in range(4):
