@@ -48,6 +48,22 @@ def _with_dataset(opts, updates):
     return opts
 
 
+def _kid(opts, max_real):
+    """KID with the host's subsets (100 of up to 1000), overridable per call."""
+    return kid.compute_kid(opts, max_real=opts.option("max_real", max_real), num_gen=opts.option("num_gen", 50000),
+                           num_subsets=opts.option("num_subsets", 100),
+                           max_subset_size=opts.option("max_subset_size", 1000))
+
+
+def _pr(opts, name, max_real):
+    """Precision/recall (k=3 neighbourhoods, batched distances) as ``<name>_precision/_recall``."""
+    p, r = precision_recall.compute_pr(opts, max_real=opts.option("max_real", max_real),
+                                       num_gen=opts.option("num_gen", 50000), nhood_size=opts.option("nhood_size", 3),
+                                       row_batch_size=opts.option("row_batch_size", 10000),
+                                       col_batch_size=opts.option("col_batch_size", 10000))
+    return {name + "_precision": p, name + "_recall": r}
+
+
 @register_metric("Frechet inception distance, 50k generated vs the full dataset")
 def fid50k_full(opts):
     _with_dataset(opts, FULL)
@@ -58,20 +74,13 @@ def fid50k_full(opts):
 @register_metric("Kernel inception distance, 50k generated vs the full dataset (up to 1M)")
 def kid50k_full(opts):
     _with_dataset(opts, FULL)
-    return dict(kid50k_full=kid.compute_kid(opts, max_real=opts.option("max_real", 1000000),
-                                            num_gen=opts.option("num_gen", 50000),
-                                            num_subsets=opts.option("num_subsets", 100),
-                                            max_subset_size=opts.option("max_subset_size", 1000)))
+    return dict(kid50k_full=_kid(opts, max_real=1000000))
 
 
 @register_metric("Precision and recall (k=3, VGG16), 50k generated vs the full dataset (up to 200k)")
 def pr50k3_full(opts):
     _with_dataset(opts, FULL)
-    p, r = precision_recall.compute_pr(opts, max_real=opts.option("max_real", 200000),
-                                       num_gen=opts.option("num_gen", 50000), nhood_size=opts.option("nhood_size", 3),
-                                       row_batch_size=opts.option("row_batch_size", 10000),
-                                       col_batch_size=opts.option("col_batch_size", 10000))
-    return dict(pr50k3_full_precision=p, pr50k3_full_recall=r)
+    return _pr(opts, "pr50k3_full", max_real=200000)
 
 
 @register_metric("Inception score, 50k generated, 10 splits")
@@ -92,20 +101,13 @@ def fid50k(opts):
 @register_metric("Kernel inception distance, 50k generated vs 50k real")
 def kid50k(opts):
     _with_dataset(opts, LEGACY)
-    return dict(kid50k=kid.compute_kid(opts, max_real=opts.option("max_real", 50000),
-                                       num_gen=opts.option("num_gen", 50000),
-                                       num_subsets=opts.option("num_subsets", 100),
-                                       max_subset_size=opts.option("max_subset_size", 1000)))
+    return dict(kid50k=_kid(opts, max_real=50000))
 
 
 @register_metric("Precision and recall (k=3, VGG16), 50k generated vs 50k real")
 def pr50k3(opts):
     _with_dataset(opts, LEGACY)
-    p, r = precision_recall.compute_pr(opts, max_real=opts.option("max_real", 50000),
-                                       num_gen=opts.option("num_gen", 50000), nhood_size=opts.option("nhood_size", 3),
-                                       row_batch_size=opts.option("row_batch_size", 10000),
-                                       col_batch_size=opts.option("col_batch_size", 10000))
-    return dict(pr50k3_precision=p, pr50k3_recall=r)
+    return _pr(opts, "pr50k3", max_real=50000)
 
 
 @register_metric("Frechet inception distance, 10k generated vs the full dataset (the NDA paper's protocol)")
