@@ -69,6 +69,24 @@ def test_auto_preset_follows_resolution_on_gpu_and_is_cpu_without():
         presets.resolve_preset("huge", 32, 1, has_gpu=False)
 
 
+def test_cpu_preset_trains_a_noise_free_generator_and_other_presets_keep_noise():
+    # Per-pixel noise printed the same speckle on every fake of a short CPU run: the cpu preset's
+    # synthesis_kwargs switch it off, and only there.
+    from training import options
+    from training.util import construct_class_by_name
+
+    _, cpu, info = options.build_config(cfg="cpu", metrics=[])
+    assert cpu["G_kwargs"]["synthesis_kwargs"]["use_noise"] is False
+    assert cpu["G_opt_kwargs"]["lr"] == presets.PRESETS["cpu"]["lrate"]
+    assert cpu["total_kimg"] == presets.PRESETS["cpu"]["kimg"] <= 20  # minutes on two cores, not hours
+    G = construct_class_by_name(**cpu["G_kwargs"], c_dim=0, img_resolution=info.resolution,
+                                img_channels=info.num_channels)
+    assert not [n for n, _ in G.named_parameters() if "noise" in n]
+    assert not [n for n, _ in G.named_buffers() if "noise" in n]
+    _, cifar, _ = options.build_config(cfg="cifar", metrics=[])
+    assert "use_noise" not in cifar["G_kwargs"]["synthesis_kwargs"]
+
+
 # ---------------------------------------------------------------- plugins
 
 

@@ -70,6 +70,7 @@ def _network_config(spec, fp16):
                     mapping_kwargs=dict(num_layers=spec["map"]),
                     synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max,
                                           num_fp16_res=num_fp16_res, conv_clamp=conv_clamp))
+    G_kwargs["synthesis_kwargs"].update(spec.get("synthesis_kwargs", {}))  # e.g. the cpu preset's use_noise=False
     D_kwargs = dict(class_name="training.networks.Discriminator", channel_base=channel_base, channel_max=channel_max,
                     num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
                     block_kwargs=dict(), mapping_kwargs=dict(), epilogue_kwargs=dict(mbstd_group_size=spec["mbstd"]))
