@@ -27,7 +27,7 @@ PRESETS = {
     # style mixing, which cost steps and help little in a short run. Chosen by `auto` without a GPU.
     # No per-pixel noise inputs: in a run this short their learned strength grew fastest at 32 px
     # and printed the same speckle/hatching on every fake (the grids use noise_mode="const").
-    # (lrate 0.005 was tried: D held better, but G settled on one ring pattern in every sample.)
+    # Still short of faces after 20 kimg: G draws one ring (the dark face outline) in every sample.
     CPU_PRESET: dict(ref_gpus=1, kimg=20, mb=16, mbstd=4, fmaps=None, lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05,
                      map=2, channel_base=1024, channel_max=32, z_dim=64, w_dim=64, kimg_per_tick=2, snap=2,
                      synthesis_kwargs=dict(use_noise=False),
