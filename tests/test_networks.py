@@ -16,18 +16,13 @@ if REPO not in sys.path:  # training/ lives in the checkout, not in the installe
     sys.path.insert(0, REPO)
 
 from training.networks import Discriminator, Generator, MinibatchStdLayer  # noqa: E402
+from trainer_helpers import one_thread  # tiny tensors: run torch on one thread
 
 SYN = dict(channel_base=256, channel_max=32)
 MAP = dict(num_layers=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny networks: intra-op threads cost more synchronisation than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread_per_module = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 def make_G(c_dim=0, res=16, seed=0, **synthesis):

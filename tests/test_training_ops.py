@@ -21,16 +21,10 @@ from training.ops import kernels
 from training.ops.bias_act import ACTIVATIONS, bias_act
 from training.ops.conv2d_resample import conv2d_resample
 from training.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from trainer_helpers import one_thread  # tiny tensors: run torch on one thread
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors: intra-op threads only add synchronisation, which on a busy machine
-    # (OpenMP spin-waits) costs more than the work itself.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread_per_module = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module", autouse=True)
