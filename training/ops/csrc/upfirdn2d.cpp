@@ -5,8 +5,13 @@
 //   U[uy, ux]   = x[uy / upy, ux / upx] where both divide exactly, else 0
 //   w           = gain * (flip ? f : f flipped in both axes)   (no flip = true convolution)
 //
-// Each output row is accumulated tap by tap into a row buffer, so the innermost loop is a
-// unit-stride multiply-add the compiler vectorises; the zero samples of U are never visited.
+// Three paths, chosen per call:
+//  - separable: taps that are an outer product col * row (all of StyleGAN's filters) run as a
+//    horizontal then a vertical 1-D pass, fw + fh taps per output instead of fw * fh, plane by
+//    plane with the intermediate rows in a small ring buffer that stays in L1. Neither pass
+//    visits a row of U that zero insertion made, nor an output that `down` drops.
+//  - padded: other taps with up == 1, a register-blocked 2-D correlation of a zero-bordered copy.
+//  - general: everything else, row by row, skipping zero samples.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -14,92 +19,312 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
+#include <string>
 #include <vector>
 
 namespace {
 
-// For one filter column kx: the output columns that read a real input sample form an arithmetic
-// progression ox = ox0 + j*ostep, reading ix = ix0 + j*istep, j < count.
-struct Run {
-  int64_t ox0, ostep, ix0, istep, count;
-};
-
-Run column_run(int64_t k, int64_t up, int64_t down, int64_t pad0, int64_t in_size, int64_t out_size) {
-  Run r{0, 1, 0, 1, 0};
-  const int64_t period = up / std::gcd(up, down);  // ox steps between two hits
-  // First ox whose sample lies at or after U's start, then at most one period to the first hit
-  // (none at all when gcd(up, down) does not divide pad0 - k).
-  const int64_t lo = pad0 - k > 0 ? (pad0 - k + down - 1) / down : 0;
-  for (int64_t ox = lo; ox < out_size && ox < lo + period; ++ox) {
-    const int64_t u = ox * down + k - pad0;
-    if (u % up != 0) continue;
-    const int64_t ix = u / up;
-    if (ix >= in_size) break;
-    r.ox0 = ox;
-    r.ostep = period;
-    r.ix0 = ix;
-    r.istep = period * down / up;
-    const int64_t by_out = (out_size - 1 - ox) / period;
-    const int64_t by_in = (in_size - 1 - ix) / r.istep;
-    r.count = std::min(by_out, by_in) + 1;
-    return r;
-  }
-  return r;
+// The hot loops are compiled twice on x86-64 (gcc, clang): for AVX2 + FMA and for the baseline,
+// picked at run time from the CPU's feature flags, so the build flags stay generic and the
+// library still runs on older processors. (Not gcc's target_clones("arch=haswell"): its
+// resolver asks whether the CPU *is* a Haswell, so every newer CPU got the baseline loops.)
+#if defined(__GNUC__) && defined(__x86_64__)
+#define NDA_AVX2 __attribute__((target("avx2,fma")))
+inline bool cpu_has_avx2_fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
 }
-
-template <typename T, typename Acc>
-void upfirdn2d_loop(const T* x, const Acc* w, T* out, int64_t planes, int64_t ih, int64_t iw,
-                    int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t upx, int64_t upy,
-                    int64_t downx, int64_t downy, int64_t padx0, int64_t pady0) {
-  std::vector<Run> runs(fw);
-  for (int64_t kx = 0; kx < fw; ++kx) runs[kx] = column_run(kx, upx, downx, padx0, iw, ow);
-  const int64_t rows = planes * oh;
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, ow * fh * fw / (upx * upy)));
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    std::vector<Acc> acc(ow);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t p = r / oh, oy = r % oh;
-      std::fill(acc.begin(), acc.end(), Acc(0));
-      for (int64_t ky = 0; ky < fh; ++ky) {
-        const int64_t uy = oy * downy + ky - pady0;
-        if (uy < 0 || uy % upy != 0) continue;
-        const int64_t iy = uy / upy;
-        if (iy >= ih) continue;
-        const T* row = x + (p * ih + iy) * iw;
-        for (int64_t kx = 0; kx < fw; ++kx) {
-          const Acc wk = w[ky * fw + kx];
-          const Run& q = runs[kx];
-          if (wk == Acc(0) || q.count == 0) continue;
-          Acc* a = acc.data() + q.ox0;
-          const T* s = row + q.ix0;
-          if (q.ostep == 1 && q.istep == 1) {
-            for (int64_t j = 0; j < q.count; ++j) a[j] += wk * Acc(s[j]);
-          } else if (q.ostep == 1) {
-            const int64_t is = q.istep;
-            for (int64_t j = 0; j < q.count; ++j) a[j] += wk * Acc(s[j * is]);
-          } else {
-            const int64_t os = q.ostep, is = q.istep;
-            for (int64_t j = 0; j < q.count; ++j) a[j * os] += wk * Acc(s[j * is]);
-          }
-        }
-      }
-      T* o = out + r * ow;
-      for (int64_t ox = 0; ox < ow; ++ox) o[ox] = T(acc[ox]);
-    }
-  });
-}
-
-// The hot loop is compiled twice where gcc supports function multiversioning (x86-64 Linux):
-// for AVX2 + FMA and for the baseline, picked at load time by the CPU, so the build flags can
-// stay generic and the library still runs on older processors.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define NDA_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define NDA_AVX2
+inline bool cpu_has_avx2_fma() { return false; }
+#endif
+#if defined(__GNUC__)
 #define NDA_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
-#define NDA_CPU_CLONES
 #define NDA_ALWAYS_INLINE inline
 #endif
+
+// Defines NAME_avx2 and NAME_base, both running the call given last, and NAME_pick() returning the one to use.
+#define NDA_DISPATCHED(NAME, PARAMS, ...)                                             \
+  NDA_AVX2 void NAME##_avx2 PARAMS { __VA_ARGS__; }                                   \
+  void NAME##_base PARAMS { __VA_ARGS__; }                                            \
+  auto NAME##_pick() { return cpu_has_avx2_fma() ? NAME##_avx2 : NAME##_base; }
+
+// ---------------------------------------------------------------- taps
+
+// Correlation taps w (fh x fw, row-major, in double) of one call: gain and flip applied.
+std::vector<double> correlation_taps(const at::Tensor& f, bool flip, double gain) {
+  const int64_t fh = f.size(0), fw = f.size(1);
+  std::vector<double> w(fh * fw);
+  const at::Tensor fc = f.device().is_cpu() ? f.contiguous() : f.to(at::kCPU).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, fc.scalar_type(), "nda_upfirdn2d_taps", [&] {
+    const scalar_t* p = fc.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < fh; ++i)
+      for (int64_t j = 0; j < fw; ++j) {
+        // No flip = true convolution: correlate with the taps reversed in both axes.
+        const int64_t src = flip ? i * fw + j : (fh - 1 - i) * fw + (fw - 1 - j);
+        w[i * fw + j] = gain * double(p[src]);
+      }
+  });
+  return w;
+}
+
+// Splits w into col (fh) x row (fw) when it is an outer product to within a few rounding errors
+// of `eps` (the data's precision), so that the split changes no result beyond rounding.
+bool split_rank_one(const std::vector<double>& w, int64_t fh, int64_t fw, double eps,
+                    std::vector<double>& col, std::vector<double>& row) {
+  int64_t r0 = 0, c0 = 0;
+  double peak = 0;
+  for (int64_t i = 0; i < fh; ++i)
+    for (int64_t j = 0; j < fw; ++j)
+      if (std::abs(w[i * fw + j]) > peak) { peak = std::abs(w[i * fw + j]); r0 = i; c0 = j; }
+  if (peak == 0 || !std::isfinite(peak)) return false;
+  col.assign(fh, 0);
+  row.assign(fw, 0);
+  for (int64_t i = 0; i < fh; ++i) col[i] = w[i * fw + c0];
+  for (int64_t j = 0; j < fw; ++j) row[j] = w[r0 * fw + j] / w[r0 * fw + c0];
+  const double tol = 4 * eps * peak;
+  for (int64_t i = 0; i < fh; ++i)
+    for (int64_t j = 0; j < fw; ++j)
+      if (std::abs(w[i * fw + j] - col[i] * row[j]) > tol) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------- blocked weighted row sums
+
+// Fixed-width vectors (gcc/clang vector extensions): the accumulators of a block stay in
+// registers, and each clone lowers them to its own instruction set. The unaligned alias types
+// load and store at any element address.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x8u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef double f64x4u __attribute__((vector_size(32), aligned(8), may_alias));
+
+template <typename T> struct Lanes;
+template <> struct Lanes<float> { using V = f32x8; using U = f32x8u; static constexpr int kN = 8; };
+template <> struct Lanes<double> { using V = f64x4; using U = f64x4u; static constexpr int kN = 4; };
+
+// Vectors per wide block: 4 (32 floats, a whole 32-pixel row; 16 doubles).
+constexpr int kWideVectors = 4;
+
+// Columns [c, c + NV*lanes) of dst = sum_t w[t] * src[t][column]. FULL stores the whole block
+// (dst has room); otherwise only the first n columns.
+template <typename T, int NV, bool FULL>
+NDA_ALWAYS_INLINE void weighted_block(const T* const* src, const T* w, int64_t nt, int64_t c, T* dst,
+                                      int64_t n) {
+  using V = typename Lanes<T>::V;
+  using U = typename Lanes<T>::U;
+  constexpr int L = Lanes<T>::kN;
+  V acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[v] = V{} ;
+  for (int64_t t = 0; t < nt; ++t) {
+    const T* s = src[t] + c;
+    const T wt = w[t];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[v] += wt * *reinterpret_cast<const U*>(s + v * L);
+  }
+  if (FULL) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<U*>(dst + c + v * L) = acc[v];
+  } else {
+    T lanes[NV * L];
+    std::memcpy(lanes, acc, sizeof(lanes));
+    for (int64_t b = 0; b < n; ++b) dst[c + b] = lanes[b];
+  }
+}
+
+// Columns that weighted_row reads and (with full stores) writes for n outputs: whole wide blocks,
+// then whole single vectors.
+template <typename T> int64_t covered_width(int64_t n) {
+  constexpr int L = Lanes<T>::kN, WIDE = kWideVectors * L;
+  return n / WIDE * WIDE + (n % WIDE + L - 1) / L * L;
+}
+
+// dst[0, n) = sum_t w[t] * src[t][0, n). Every src row must be readable up to covered_width(n);
+// with FULL, dst is written up to there too (a scratch row), else exactly n values.
+template <typename T, bool FULL>
+NDA_ALWAYS_INLINE void weighted_row(const T* const* src, const T* w, int64_t nt, T* dst, int64_t n) {
+  constexpr int L = Lanes<T>::kN, WIDE = kWideVectors * L;
+  int64_t c = 0;
+  for (; c + WIDE <= n; c += WIDE) weighted_block<T, kWideVectors, true>(src, w, nt, c, dst, WIDE);
+  for (; c + L <= n; c += L) weighted_block<T, 1, true>(src, w, nt, c, dst, L);
+  if (c < n) weighted_block<T, 1, FULL>(src, w, nt, c, dst, n - c);
+}
+
+// ---------------------------------------------------------------- separable path
+
+// How a row of x is laid into the horizontal pass's line buffers.
+enum class LineMode { kCopy, kDeinterleave2, kScatter };
+
+// Everything one call's planes share. Horizontal pass: line position j (= U column j - padx0)
+// lives in buffer j % downx at index j / downx, so that tap kx reads a unit-stride run starting
+// at hoff[kx] whatever up and down are. Vertical pass: output row oy sums the H-filtered input
+// rows vrow[vstart[oy] .. vstart[oy + 1]) with weights vw, which skips the rows zero insertion
+// made; the filtered rows wait in a ring of `ring` rows.
+template <typename T>
+struct SeparablePlan {
+  int64_t ih = 0, iw = 0, oh = 0, ow = 0, fw = 0;
+  int64_t downx = 1, first = 0;  // line offset of input column ix_lo
+  int64_t qlen = 0;              // samples per line buffer (downx buffers)
+  int64_t ix_lo = 0, ix_hi = 0;  // input columns that land in the line
+  LineMode mode = LineMode::kCopy;
+  std::vector<int64_t> dest;     // kScatter: line offset of input column ix_lo + i
+  std::vector<T> hw;             // horizontal taps
+  std::vector<int64_t> hoff;     // their start offsets in the line buffers
+  std::vector<int64_t> vstart, vrow;
+  std::vector<T> vw;
+  int64_t ring = 1, pitch = 0;
+};
+
+// Per-task scratch: line buffers, ring rows and the row pointers of each pass.
+template <typename T>
+struct SeparableScratch {
+  std::vector<T> q, ring;
+  std::vector<const T*> hsrc, vsrc;
+  explicit SeparableScratch(const SeparablePlan<T>& p)
+      : q(p.downx * p.qlen, T(0)), ring(p.ring * p.pitch, T(0)), hsrc(p.fw), vsrc(p.ring) {
+    for (int64_t kx = 0; kx < p.fw; ++kx) hsrc[kx] = q.data() + p.hoff[kx];
+  }
+};
+
+// The plan and scratch as plain pointers: the multiversioned loops below cannot inline the
+// standard library's accessors (gcc refuses to inline across differing target options), so
+// they see none.
+template <typename T>
+struct SeparableView {
+  int64_t ih, iw, oh, ow, fw, qlen, ix_lo, ix_hi, first, ring, pitch;
+  LineMode mode;
+  const int64_t *dest, *vstart, *vrow;
+  const T *hw, *vw;
+  T *q, *ring_rows;
+  const T **hsrc, **vsrc;
+};
+
+template <typename T>
+SeparableView<T> view_of(const SeparablePlan<T>& p, SeparableScratch<T>& s) {
+  return SeparableView<T>{p.ih, p.iw, p.oh, p.ow, p.fw, p.qlen, p.ix_lo, p.ix_hi, p.first, p.ring, p.pitch,
+                          p.mode, p.dest.data(), p.vstart.data(), p.vrow.data(), p.hw.data(), p.vw.data(),
+                          s.q.data(), s.ring.data(), s.hsrc.data(), s.vsrc.data()};
+}
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+
+template <typename T>
+SeparablePlan<T> plan_separable(const std::vector<double>& col, const std::vector<double>& row,
+                                int64_t ih, int64_t iw, int64_t oh, int64_t ow, int64_t upx, int64_t upy,
+                                int64_t downx, int64_t downy, int64_t padx0, int64_t pady0) {
+  SeparablePlan<T> p;
+  const int64_t fh = int64_t(col.size()), fw = int64_t(row.size());
+  p.ih = ih; p.iw = iw; p.oh = oh; p.ow = ow; p.fw = fw;
+  p.downx = downx;
+  const int64_t cover = covered_width<T>(ow);
+  p.qlen = cover + (fw - 1) / downx + 1;
+  for (int64_t kx = 0; kx < fw; ++kx) {
+    p.hw.push_back(T(row[kx]));
+    p.hoff.push_back((kx % downx) * p.qlen + kx / downx);
+  }
+  // Line positions 0 .. (ow - 1) * downx + fw - 1 are read; input column ix sits at ix*upx + padx0.
+  const int64_t line = (ow - 1) * downx + fw;
+  p.ix_lo = std::max<int64_t>(0, ceil_div(-padx0, upx));
+  p.ix_hi = std::min<int64_t>(iw, floor_div(line - 1 - padx0, upx) + 1);
+  if (p.ix_hi < p.ix_lo) p.ix_hi = p.ix_lo;
+  p.first = p.ix_lo * upx + padx0;
+  p.mode = upx == 1 && downx == 1 ? LineMode::kCopy
+         : upx == 1 && downx == 2 ? LineMode::kDeinterleave2 : LineMode::kScatter;
+  for (int64_t ix = p.ix_lo; p.mode == LineMode::kScatter && ix < p.ix_hi; ++ix) {
+    const int64_t j = ix * upx + padx0;
+    p.dest.push_back((j % downx) * p.qlen + j / downx);
+  }
+  p.vstart.push_back(0);
+  for (int64_t oy = 0; oy < oh; ++oy) {
+    for (int64_t ky = 0; ky < fh; ++ky) {
+      const int64_t u = oy * downy + ky - pady0;
+      if (u < 0 || u % upy != 0 || u / upy >= ih) continue;
+      p.vrow.push_back(u / upy);
+      p.vw.push_back(T(col[ky]));
+    }
+    p.vstart.push_back(int64_t(p.vrow.size()));
+  }
+  // One output row reads at most ceil(fh / upy) <= fh consecutive input rows.
+  p.ring = fh;
+  p.pitch = cover;
+  return p;
+}
+
+// dst[0, n) = src[0, n) with vector moves (no library call).
+template <typename T>
+NDA_ALWAYS_INLINE void copy_run(const T* src, T* dst, int64_t n) {
+  using U = typename Lanes<T>::U;
+  constexpr int L = Lanes<T>::kN;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) *reinterpret_cast<U*>(dst + i) = *reinterpret_cast<const U*>(src + i);
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+// Lays input row `src` into the zeroed line buffers; only sample positions are written, the
+// same ones for every row, so the zeros between and around them survive from row to row.
+template <typename T>
+NDA_ALWAYS_INLINE void fill_line(const SeparableView<T>& v, const T* src) {
+  const int64_t n = v.ix_hi - v.ix_lo;
+  const T* s = src + v.ix_lo;
+  if (v.mode == LineMode::kCopy) {
+    copy_run(s, v.q + v.first, n);
+  } else if (v.mode == LineMode::kDeinterleave2) {
+    // Even line positions to the first buffer, odd ones to the second.
+    for (int64_t r = 0; r < 2; ++r) {
+      const int64_t i0 = (r - v.first % 2 + 2) % 2;  // first sample of line parity r
+      T* dst = v.q + r * v.qlen + (v.first + i0) / 2;
+      for (int64_t m = 0; i0 + 2 * m < n; ++m) dst[m] = s[i0 + 2 * m];
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) v.q[v.dest[i]] = s[i];
+  }
+}
+
+// Planes [p0, p1) of x (each ih x iw) into out (each oh x ow).
+template <typename T>
+NDA_ALWAYS_INLINE void separable_planes(const SeparableView<T>& v, const T* x, T* out, int64_t p0, int64_t p1) {
+  for (int64_t plane = p0; plane < p1; ++plane) {
+    const T* xp = x + plane * v.ih * v.iw;
+    T* op = out + plane * v.oh * v.ow;
+    int64_t next = 0;  // first input row the horizontal pass has not filtered
+    for (int64_t oy = 0; oy < v.oh; ++oy) {
+      const int64_t t0 = v.vstart[oy], t1 = v.vstart[oy + 1];
+      if (t1 > t0) {
+        if (next < v.vrow[t0]) next = v.vrow[t0];  // rows below it are never read again
+        for (; next <= v.vrow[t1 - 1]; ++next) {
+          fill_line(v, xp + next * v.iw);
+          weighted_row<T, true>(v.hsrc, v.hw, v.fw, v.ring_rows + (next % v.ring) * v.pitch, v.ow);
+        }
+      }
+      for (int64_t t = t0; t < t1; ++t) v.vsrc[t - t0] = v.ring_rows + (v.vrow[t] % v.ring) * v.pitch;
+      weighted_row<T, false>(v.vsrc, v.vw + t0, t1 - t0, op + oy * v.ow, v.ow);
+    }
+  }
+}
+
+NDA_DISPATCHED(separable_planes_f32,
+               (const SeparableView<float>& v, const float* x, float* out, int64_t p0, int64_t p1),
+               separable_planes<float>(v, x, out, p0, p1))
+NDA_DISPATCHED(separable_planes_f64,
+               (const SeparableView<double>& v, const double* x, double* out, int64_t p0, int64_t p1),
+               separable_planes<double>(v, x, out, p0, p1))
+inline void run_separable(const SeparableView<float>& v, const float* x, float* out, int64_t p0, int64_t p1) {
+  separable_planes_f32_pick()(v, x, out, p0, p1);
+}
+inline void run_separable(const SeparableView<double>& v, const double* x, double* out, int64_t p0, int64_t p1) {
+  separable_planes_f64_pick()(v, x, out, p0, p1);
+}
+
+// ---------------------------------------------------------------- padded 2-D path (up == 1)
 
 // Output columns [col0, col1) of one plane from its zero-bordered input plane `pad` (pitch pw):
 //   out[oy, ox] = sum w[ky, kx] * pad[oy*downy + ky, ox*downx + kx],
@@ -151,11 +376,10 @@ NDA_ALWAYS_INLINE void correlate_plane(const T* pad, const T* w, T* dst, int64_t
   correlate_columns<T, kNarrowBlock, UNIT_DX>(pad, w, dst, pw, dpitch, oh, ow, main, ow, fh, fw, downx, downy);
 }
 
-#define NDA_DEFINE_PLANE(NAME, T, UNIT)                                                              \
-  NDA_CPU_CLONES void NAME(const T* pad, const T* w, T* dst, int64_t pw, int64_t dpitch, int64_t oh,  \
-                           int64_t ow, int64_t fh, int64_t fw, int64_t downx, int64_t downy) {       \
-    correlate_plane<T, UNIT>(pad, w, dst, pw, dpitch, oh, ow, fh, fw, downx, downy);                 \
-  }
+#define NDA_DEFINE_PLANE(NAME, T, UNIT)                                                            \
+  NDA_DISPATCHED(NAME, (const T* pad, const T* w, T* dst, int64_t pw, int64_t dpitch, int64_t oh,   \
+                        int64_t ow, int64_t fh, int64_t fw, int64_t downx, int64_t downy),          \
+                 correlate_plane<T, UNIT>(pad, w, dst, pw, dpitch, oh, ow, fh, fw, downx, downy))
 NDA_DEFINE_PLANE(correlate_plane_f32_unit, float, true)
 NDA_DEFINE_PLANE(correlate_plane_f32_strided, float, false)
 NDA_DEFINE_PLANE(correlate_plane_f64_unit, double, true)
@@ -165,38 +389,16 @@ template <typename T>
 inline void correlate_plane_any(const T* pad, const T* w, T* dst, int64_t pw, int64_t dpitch, int64_t oh,
                                 int64_t ow, int64_t fh, int64_t fw, int64_t downx, int64_t downy) {
   if (sizeof(T) == 4) {
-    auto fn = downx == 1 ? correlate_plane_f32_unit : correlate_plane_f32_strided;
+    auto fn = downx == 1 ? correlate_plane_f32_unit_pick() : correlate_plane_f32_strided_pick();
     fn((const float*)pad, (const float*)w, (float*)dst, pw, dpitch, oh, ow, fh, fw, downx, downy);
   } else {
-    auto fn = downx == 1 ? correlate_plane_f64_unit : correlate_plane_f64_strided;
+    auto fn = downx == 1 ? correlate_plane_f64_unit_pick() : correlate_plane_f64_strided_pick();
     fn((const double*)pad, (const double*)w, (double*)dst, pw, dpitch, oh, ow, fh, fw, downx, downy);
   }
 }
 
-// If the taps are an outer product col * row (StyleGAN's filters are), returns the factors:
-// the zero-inserting (up > 1) path then runs two 1-D passes, fw + fh taps instead of fw * fh.
-template <typename T>
-bool rank_one_factors(const T* w, int64_t fh, int64_t fw, std::vector<T>& col, std::vector<T>& row) {
-  int64_t r0 = 0, c0 = 0;
-  T peak = T(0);
-  for (int64_t i = 0; i < fh; ++i)
-    for (int64_t j = 0; j < fw; ++j)
-      if (std::abs(w[i * fw + j]) > peak) { peak = std::abs(w[i * fw + j]); r0 = i; c0 = j; }
-  if (peak == T(0)) return false;
-  col.resize(fh);
-  row.resize(fw);
-  for (int64_t i = 0; i < fh; ++i) col[i] = w[i * fw + c0];
-  for (int64_t j = 0; j < fw; ++j) row[j] = w[r0 * fw + j] / w[r0 * fw + c0];
-  const T tol = peak * T(sizeof(T) == 4 ? 1e-6 : 1e-13);
-  for (int64_t i = 0; i < fh; ++i)
-    for (int64_t j = 0; j < fw; ++j)
-      if (std::abs(w[i * fw + j] - col[i] * row[j]) > tol) return false;
-  return true;
-}
-
-// Fast path for up == 1 (the filters around StyleGAN's convolutions): copy each plane once into
-// a zero-bordered buffer, after which every output is the same plain correlation. (Two 1-D passes
-// for rank-one taps measured slower here: the blocked 2-D loop is bound by memory, not by FMAs.)
+// Copy each plane once into a zero-bordered buffer, after which every output is the same plain
+// correlation.
 template <typename T>
 void correlate_padded_planes(const T* x, const T* w, T* out, int64_t planes, int64_t ih, int64_t iw,
                              int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t downx,
@@ -222,44 +424,163 @@ void correlate_padded_planes(const T* x, const T* w, T* out, int64_t planes, int
   });
 }
 
+// ---------------------------------------------------------------- general path
+
+// For one filter column kx: the output columns that read a real input sample form an arithmetic
+// progression ox = ox0 + j*ostep, reading ix = ix0 + j*istep, j < count.
+struct Run {
+  int64_t ox0, ostep, ix0, istep, count;
+};
+
+Run column_run(int64_t k, int64_t up, int64_t down, int64_t pad0, int64_t in_size, int64_t out_size) {
+  Run r{0, 1, 0, 1, 0};
+  const int64_t period = up / std::gcd(up, down);  // ox steps between two hits
+  // First ox whose sample lies at or after U's start, then at most one period to the first hit
+  // (none at all when gcd(up, down) does not divide pad0 - k).
+  const int64_t lo = pad0 - k > 0 ? (pad0 - k + down - 1) / down : 0;
+  for (int64_t ox = lo; ox < out_size && ox < lo + period; ++ox) {
+    const int64_t u = ox * down + k - pad0;
+    if (u % up != 0) continue;
+    const int64_t ix = u / up;
+    if (ix >= in_size) break;
+    r.ox0 = ox;
+    r.ostep = period;
+    r.ix0 = ix;
+    r.istep = period * down / up;
+    const int64_t by_out = (out_size - 1 - ox) / period;
+    const int64_t by_in = (in_size - 1 - ix) / r.istep;
+    r.count = std::min(by_out, by_in) + 1;
+    return r;
+  }
+  return r;
+}
+
+// Each output row is accumulated tap by tap into a row buffer, so the innermost loop is a
+// unit-stride multiply-add the compiler vectorises; the zero samples of U are never visited.
+template <typename T>
+void upfirdn2d_loop(const T* x, const T* w, T* out, int64_t planes, int64_t ih, int64_t iw,
+                    int64_t oh, int64_t ow, int64_t fh, int64_t fw, int64_t upx, int64_t upy,
+                    int64_t downx, int64_t downy, int64_t padx0, int64_t pady0) {
+  std::vector<Run> runs(fw);
+  for (int64_t kx = 0; kx < fw; ++kx) runs[kx] = column_run(kx, upx, downx, padx0, iw, ow);
+  const int64_t rows = planes * oh;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, ow * fh * fw / (upx * upy)));
+  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<T> acc(ow);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t p = r / oh, oy = r % oh;
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t ky = 0; ky < fh; ++ky) {
+        const int64_t uy = oy * downy + ky - pady0;
+        if (uy < 0 || uy % upy != 0) continue;
+        const int64_t iy = uy / upy;
+        if (iy >= ih) continue;
+        const T* row = x + (p * ih + iy) * iw;
+        for (int64_t kx = 0; kx < fw; ++kx) {
+          const T wk = w[ky * fw + kx];
+          const Run& q = runs[kx];
+          if (wk == T(0) || q.count == 0) continue;
+          T* a = acc.data() + q.ox0;
+          const T* s = row + q.ix0;
+          if (q.ostep == 1 && q.istep == 1) {
+            for (int64_t j = 0; j < q.count; ++j) a[j] += wk * s[j];
+          } else if (q.ostep == 1) {
+            const int64_t is = q.istep;
+            for (int64_t j = 0; j < q.count; ++j) a[j] += wk * s[j * is];
+          } else {
+            const int64_t os = q.ostep, is = q.istep;
+            for (int64_t j = 0; j < q.count; ++j) a[j * os] += wk * s[j * is];
+          }
+        }
+      }
+      T* o = out + r * ow;
+      for (int64_t ox = 0; ox < ow; ++ox) o[ox] = acc[ox];
+    }
+  });
+}
+
+// ---------------------------------------------------------------- the op
+
+struct Geometry {
+  int64_t planes, ih, iw, oh, ow, fh, fw;
+};
+
+Geometry check_geometry(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy, int64_t downx,
+                        int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0, int64_t pady1) {
+  TORCH_CHECK(x.dim() == 4, "upfirdn2d: x must be [N, C, H, W]");
+  TORCH_CHECK(f.dim() == 2 && f.size(0) > 0 && f.size(1) > 0, "upfirdn2d: f must be a non-empty 2-D filter");
+  TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
+  Geometry g{x.size(0) * x.size(1), x.size(2), x.size(3), 0, 0, f.size(0), f.size(1)};
+  TORCH_CHECK(g.ih * upy + pady0 + pady1 >= g.fh && g.iw * upx + padx0 + padx1 >= g.fw,
+              "upfirdn2d: padded input is smaller than the filter");
+  g.oh = (g.ih * upy + pady0 + pady1 - g.fh) / downy + 1;
+  g.ow = (g.iw * upx + padx0 + padx1 - g.fw) / downx + 1;
+  return g;
+}
+
+enum class Path { kSeparable, kPadded, kGeneral };
+
+Path choose_path(const std::vector<double>& w, const Geometry& g, int64_t upx, int64_t upy, double eps,
+                 std::vector<double>& col, std::vector<double>& row) {
+  // A 1-tap axis gains nothing from the split; the 2-D paths handle it as well.
+  if (g.fh > 1 && g.fw > 1 && split_rank_one(w, g.fh, g.fw, eps, col, row)) return Path::kSeparable;
+  return upx == 1 && upy == 1 ? Path::kPadded : Path::kGeneral;
+}
+
 at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t upx, int64_t upy,
                          int64_t downx, int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0,
                          int64_t pady1, bool flip, double gain) {
-  TORCH_CHECK(x_in.dim() == 4, "upfirdn2d: x must be [N, C, H, W]");
-  TORCH_CHECK(f.dim() == 2 && f.size(0) > 0 && f.size(1) > 0, "upfirdn2d: f must be a non-empty 2-D filter");
-  TORCH_CHECK(upx >= 1 && upy >= 1 && downx >= 1 && downy >= 1, "upfirdn2d: up and down must be >= 1");
+  const Geometry g = check_geometry(x_in, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1);
   const at::Tensor x = x_in.contiguous();
-  const int64_t n = x.size(0), c = x.size(1), ih = x.size(2), iw = x.size(3);
-  const int64_t fh = f.size(0), fw = f.size(1);
-  TORCH_CHECK(ih * upy + pady0 + pady1 >= fh && iw * upx + padx0 + padx1 >= fw,
-              "upfirdn2d: padded input is smaller than the filter");
-  const int64_t oh = (ih * upy + pady0 + pady1 - fh) / downy + 1;
-  const int64_t ow = (iw * upx + padx0 + padx1 - fw) / downx + 1;
-  at::Tensor out = at::empty({n, c, oh, ow}, x.options());
+  at::Tensor out = at::empty({x.size(0), x.size(1), g.oh, g.ow}, x.options());
   if (out.numel() == 0) return out;
+  const std::vector<double> w = correlation_taps(f, flip, gain);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nda_upfirdn2d_cpu", [&] {
-    // Taps flipped for true convolution and scaled by the gain.
-    at::Tensor wt = f.to(at::kCPU, x.scalar_type()).contiguous();
-    if (!flip) wt = wt.flip({0, 1});
-    wt = (wt * gain).contiguous();
-    const scalar_t* w = wt.data_ptr<scalar_t>();
-    std::vector<scalar_t> col, row;
-    if (upx == 1 && upy == 1) {
-      correlate_padded_planes<scalar_t>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c, ih, iw, oh,
-                                        ow, fh, fw, downx, downy, padx0, pady0);
-    } else if (fh > 1 && fw > 1 && rank_one_factors(w, fh, fw, col, row)) {
-      // Horizontal pass (x resampling) into [planes, ih, ow], then vertical pass.
-      at::Tensor tmp = at::empty({n * c, ih, ow}, x.options());
-      upfirdn2d_loop<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), row.data(), tmp.data_ptr<scalar_t>(),
-                                         n * c, ih, iw, ih, ow, 1, fw, upx, 1, downx, 1, padx0, 0);
-      upfirdn2d_loop<scalar_t, scalar_t>(tmp.data_ptr<scalar_t>(), col.data(), out.data_ptr<scalar_t>(),
-                                         n * c, ih, ow, oh, ow, fh, 1, 1, upy, 1, downy, 0, pady0);
+    std::vector<double> col, row;
+    const double eps = std::numeric_limits<scalar_t>::epsilon();
+    const Path path = choose_path(w, g, upx, upy, eps, col, row);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    if (path == Path::kSeparable) {
+      const SeparablePlan<scalar_t> plan = plan_separable<scalar_t>(col, row, g.ih, g.iw, g.oh, g.ow, upx, upy,
+                                                                    downx, downy, padx0, pady0);
+      // Whole planes per task; tiny calls stay on the calling thread.
+      const int64_t work = g.oh * g.ow * (g.fh + g.fw);
+      const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, work));
+      at::parallel_for(0, g.planes, grain, [&](int64_t p0, int64_t p1) {
+        SeparableScratch<scalar_t> scratch(plan);
+        run_separable(view_of(plan, scratch), xp, op, p0, p1);
+      });
+      return;
+    }
+    const std::vector<scalar_t> wt(w.begin(), w.end());
+    if (path == Path::kPadded) {
+      correlate_padded_planes<scalar_t>(xp, wt.data(), op, g.planes, g.ih, g.iw, g.oh, g.ow, g.fh, g.fw, downx,
+                                        downy, padx0, pady0);
     } else {
-      upfirdn2d_loop<scalar_t, scalar_t>(x.data_ptr<scalar_t>(), w, out.data_ptr<scalar_t>(), n * c,
-                                         ih, iw, oh, ow, fh, fw, upx, upy, downx, downy, padx0, pady0);
+      upfirdn2d_loop<scalar_t>(xp, wt.data(), op, g.planes, g.ih, g.iw, g.oh, g.ow, g.fh, g.fw, upx, upy, downx,
+                               downy, padx0, pady0);
     }
   });
   return out;
+}
+
+// Which CPU path a call would take ("separable", "padded" or "general"): lets the tests check
+// that the fast path really serves the calls it is meant for.
+std::string upfirdn2d_cpu_path(const at::Tensor& x, const at::Tensor& f, int64_t upx, int64_t upy,
+                               int64_t downx, int64_t downy, int64_t padx0, int64_t padx1, int64_t pady0,
+                               int64_t pady1, bool flip, double gain) {
+  const Geometry g = check_geometry(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "upfirdn2d_cpu_path: x must be float32 or float64");
+  const double eps = x.scalar_type() == at::kFloat ? std::numeric_limits<float>::epsilon()
+                                                   : std::numeric_limits<double>::epsilon();
+  std::vector<double> col, row;
+  switch (choose_path(correlation_taps(f, flip, gain), g, upx, upy, eps, col, row)) {
+    case Path::kSeparable: return "separable";
+    case Path::kPadded: return "padded";
+    default: return "general";
+  }
 }
 
 }  // namespace
@@ -267,6 +588,11 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& f, int64_t up
 TORCH_LIBRARY(nda_upfirdn2d, m) {
   m.def("upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, "
         "int padx1, int pady0, int pady1, bool flip, float gain) -> Tensor");
+  m.def("cpu_path(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, "
+        "int padx1, int pady0, int pady1, bool flip, float gain) -> str");
 }
 
-TORCH_LIBRARY_IMPL(nda_upfirdn2d, CPU, m) { m.impl("upfirdn2d", &upfirdn2d_cpu); }
+TORCH_LIBRARY_IMPL(nda_upfirdn2d, CPU, m) {
+  m.impl("upfirdn2d", &upfirdn2d_cpu);
+  m.impl("cpu_path", &upfirdn2d_cpu_path);
+}
