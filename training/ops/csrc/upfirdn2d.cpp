@@ -113,18 +113,21 @@ template <> struct Lanes<double> { using V = f64x4; using U = f64x4u; static con
 // Vectors per wide block: 4 (32 floats, a whole 32-pixel row; 16 doubles).
 constexpr int kWideVectors = 4;
 
-// Columns [c, c + NV*lanes) of dst = sum_t w[t] * src[t][column]. FULL stores the whole block
-// (dst has room); otherwise only the first n columns.
-template <typename T, int NV, bool FULL>
+// Columns [c, c + NV*lanes) of dst = sum_t w[t] * src[t][column]. NT > 0 fixes the number of
+// terms at compile time (the loop unrolls), else it is nt. FULL stores the whole block (dst has
+// room); otherwise only the first n columns.
+template <typename T, int NV, int NT, bool FULL>
 NDA_ALWAYS_INLINE void weighted_block(const T* const* src, const T* w, int64_t nt, int64_t c, T* dst,
                                       int64_t n) {
   using V = typename Lanes<T>::V;
   using U = typename Lanes<T>::U;
   constexpr int L = Lanes<T>::kN;
+  const int64_t terms = NT > 0 ? NT : nt;
   V acc[NV];
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) acc[v] = V{} ;
-  for (int64_t t = 0; t < nt; ++t) {
+  for (int v = 0; v < NV; ++v) acc[v] = V{};
+#pragma GCC unroll 8
+  for (int64_t t = 0; t < terms; ++t) {
     const T* s = src[t] + c;
     const T wt = w[t];
 #pragma GCC unroll 8
@@ -149,13 +152,13 @@ template <typename T> int64_t covered_width(int64_t n) {
 
 // dst[0, n) = sum_t w[t] * src[t][0, n). Every src row must be readable up to covered_width(n);
 // with FULL, dst is written up to there too (a scratch row), else exactly n values.
-template <typename T, bool FULL>
+template <typename T, int NT, bool FULL>
 NDA_ALWAYS_INLINE void weighted_row(const T* const* src, const T* w, int64_t nt, T* dst, int64_t n) {
   constexpr int L = Lanes<T>::kN, WIDE = kWideVectors * L;
   int64_t c = 0;
-  for (; c + WIDE <= n; c += WIDE) weighted_block<T, kWideVectors, true>(src, w, nt, c, dst, WIDE);
-  for (; c + L <= n; c += L) weighted_block<T, 1, true>(src, w, nt, c, dst, L);
-  if (c < n) weighted_block<T, 1, FULL>(src, w, nt, c, dst, n - c);
+  for (; c + WIDE <= n; c += WIDE) weighted_block<T, kWideVectors, NT, true>(src, w, nt, c, dst, WIDE);
+  for (; c + L <= n; c += L) weighted_block<T, 1, NT, true>(src, w, nt, c, dst, L);
+  if (c < n) weighted_block<T, 1, NT, FULL>(src, w, nt, c, dst, n - c);
 }
 
 // ---------------------------------------------------------------- separable path
@@ -163,78 +166,86 @@ NDA_ALWAYS_INLINE void weighted_row(const T* const* src, const T* w, int64_t nt,
 // How a row of x is laid into the horizontal pass's line buffers.
 enum class LineMode { kCopy, kDeinterleave2, kScatter };
 
-// Everything one call's planes share. Horizontal pass: line position j (= U column j - padx0)
-// lives in buffer j % downx at index j / downx, so that tap kx reads a unit-stride run starting
-// at hoff[kx] whatever up and down are. Vertical pass: output row oy sums the H-filtered input
-// rows vrow[vstart[oy] .. vstart[oy + 1]) with weights vw, which skips the rows zero insertion
-// made; the filtered rows wait in a ring of `ring` rows.
+// Everything one call's planes share.
+//  Horizontal pass: line position j (= U column j - padx0) lives in buffer j % downx at index
+//  j / downx, so that tap kx reads a unit-stride run starting at hoff[kx] whatever up and down
+//  are. Input rows are laid into one of kLinesAhead line sets a few rows before they are read.
+//  Vertical pass: output row oy sums nv filtered input rows, slot offsets voff[oy * nv + t] in
+//  the ring of filtered rows, weights vw[oy * nv + t]; rows with fewer real taps (at the borders)
+//  are padded with a zero row of weight 0, so every row runs the same unrolled loop. Rows that
+//  zero insertion made are never visited. Output row oy needs input rows vlo[oy] .. vhi[oy].
 template <typename T>
 struct SeparablePlan {
-  int64_t ih = 0, iw = 0, oh = 0, ow = 0, fw = 0;
-  int64_t downx = 1, first = 0;  // line offset of input column ix_lo
-  int64_t qlen = 0;              // samples per line buffer (downx buffers)
+  int64_t ih = 0, iw = 0, oh = 0, ow = 0, fw = 0, nv = 0;
+  int64_t downx = 1, first = 0;  // first: line offset of input column ix_lo
+  int64_t qlen = 0;              // samples per line buffer (downx buffers per line set)
   int64_t ix_lo = 0, ix_hi = 0;  // input columns that land in the line
   LineMode mode = LineMode::kCopy;
   std::vector<int64_t> dest;     // kScatter: line offset of input column ix_lo + i
   std::vector<T> hw;             // horizontal taps
-  std::vector<int64_t> hoff;     // their start offsets in the line buffers
-  std::vector<int64_t> vstart, vrow;
+  std::vector<int64_t> hoff;     // their start offsets in a line set
+  std::vector<int64_t> vlo, vhi, voff;
   std::vector<T> vw;
-  int64_t ring = 1, pitch = 0;
+  int64_t ring = 1, pitch = 0;   // ring rows (a power of two) + 1 zero row, each pitch wide
 };
 
-// Per-task scratch: line buffers, ring rows and the row pointers of each pass.
+// Input rows are laid into line buffers this many rows before the horizontal pass reads them:
+// its wide loads straddle the copy's stores, and a load that overlaps a store still in flight
+// waits for that store to reach the cache.
+constexpr int64_t kLinesAhead = 4;
+
+// Per-task scratch: kLinesAhead line sets, the ring of filtered rows plus the zero row, and the
+// tap pointers of each line set (hsrc[set * fw + kx]) and of one vertical row.
 template <typename T>
 struct SeparableScratch {
   std::vector<T> q, ring;
   std::vector<const T*> hsrc, vsrc;
   explicit SeparableScratch(const SeparablePlan<T>& p)
-      : q(p.downx * p.qlen, T(0)), ring(p.ring * p.pitch, T(0)), hsrc(p.fw), vsrc(p.ring) {
-    for (int64_t kx = 0; kx < p.fw; ++kx) hsrc[kx] = q.data() + p.hoff[kx];
+      : q(kLinesAhead * p.downx * p.qlen, T(0)), ring((p.ring + 1) * p.pitch, T(0)),
+        hsrc(kLinesAhead * p.fw), vsrc(std::max<int64_t>(1, p.nv)) {
+    for (int64_t set = 0; set < kLinesAhead; ++set)
+      for (int64_t kx = 0; kx < p.fw; ++kx) hsrc[set * p.fw + kx] = q.data() + set * p.downx * p.qlen + p.hoff[kx];
   }
 };
 
-// The plan and scratch as plain pointers: the multiversioned loops below cannot inline the
-// standard library's accessors (gcc refuses to inline across differing target options), so
-// they see none.
+// The plan and scratch as plain pointers: the dispatched loops below cannot inline the standard
+// library's accessors (gcc refuses to inline across differing target options), so they see none.
 template <typename T>
 struct SeparableView {
-  int64_t ih, iw, oh, ow, fw, qlen, ix_lo, ix_hi, first, ring, pitch;
+  int64_t ih, iw, oh, ow, fw, nv, qlen, lines, ix_lo, ix_hi, first, ring_mask, pitch;  // lines: samples per line set
   LineMode mode;
-  const int64_t *dest, *vstart, *vrow;
+  const int64_t *dest, *vlo, *vhi, *voff;
   const T *hw, *vw;
-  T *q, *ring_rows;
+  T *q, *ring;
   const T **hsrc, **vsrc;
 };
 
 template <typename T>
 SeparableView<T> view_of(const SeparablePlan<T>& p, SeparableScratch<T>& s) {
-  return SeparableView<T>{p.ih, p.iw, p.oh, p.ow, p.fw, p.qlen, p.ix_lo, p.ix_hi, p.first, p.ring, p.pitch,
-                          p.mode, p.dest.data(), p.vstart.data(), p.vrow.data(), p.hw.data(), p.vw.data(),
-                          s.q.data(), s.ring.data(), s.hsrc.data(), s.vsrc.data()};
+  return SeparableView<T>{p.ih, p.iw, p.oh, p.ow, p.fw, p.nv, p.qlen, p.downx * p.qlen, p.ix_lo, p.ix_hi, p.first,
+                          p.ring - 1, p.pitch, p.mode, p.dest.data(), p.vlo.data(), p.vhi.data(), p.voff.data(),
+                          p.hw.data(), p.vw.data(), s.q.data(), s.ring.data(), s.hsrc.data(), s.vsrc.data()};
 }
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
 
 template <typename T>
-SeparablePlan<T> plan_separable(const std::vector<double>& col, const std::vector<double>& row,
-                                int64_t ih, int64_t iw, int64_t oh, int64_t ow, int64_t upx, int64_t upy,
-                                int64_t downx, int64_t downy, int64_t padx0, int64_t pady0) {
-  SeparablePlan<T> p;
-  const int64_t fh = int64_t(col.size()), fw = int64_t(row.size());
-  p.ih = ih; p.iw = iw; p.oh = oh; p.ow = ow; p.fw = fw;
+void plan_horizontal(SeparablePlan<T>& p, const std::vector<double>& row, int64_t upx, int64_t downx,
+                     int64_t padx0) {
+  const int64_t fw = int64_t(row.size());
+  p.fw = fw;
   p.downx = downx;
-  const int64_t cover = covered_width<T>(ow);
+  const int64_t cover = covered_width<T>(p.ow);
   p.qlen = cover + (fw - 1) / downx + 1;
   for (int64_t kx = 0; kx < fw; ++kx) {
     p.hw.push_back(T(row[kx]));
     p.hoff.push_back((kx % downx) * p.qlen + kx / downx);
   }
   // Line positions 0 .. (ow - 1) * downx + fw - 1 are read; input column ix sits at ix*upx + padx0.
-  const int64_t line = (ow - 1) * downx + fw;
+  const int64_t line = (p.ow - 1) * downx + fw;
   p.ix_lo = std::max<int64_t>(0, ceil_div(-padx0, upx));
-  p.ix_hi = std::min<int64_t>(iw, floor_div(line - 1 - padx0, upx) + 1);
+  p.ix_hi = std::min<int64_t>(p.iw, floor_div(line - 1 - padx0, upx) + 1);
   if (p.ix_hi < p.ix_lo) p.ix_hi = p.ix_lo;
   p.first = p.ix_lo * upx + padx0;
   p.mode = upx == 1 && downx == 1 ? LineMode::kCopy
@@ -243,19 +254,45 @@ SeparablePlan<T> plan_separable(const std::vector<double>& col, const std::vecto
     const int64_t j = ix * upx + padx0;
     p.dest.push_back((j % downx) * p.qlen + j / downx);
   }
-  p.vstart.push_back(0);
-  for (int64_t oy = 0; oy < oh; ++oy) {
+  p.pitch = cover;
+}
+
+template <typename T>
+void plan_vertical(SeparablePlan<T>& p, const std::vector<double>& col, int64_t upy, int64_t downy,
+                   int64_t pady0) {
+  const int64_t fh = int64_t(col.size());
+  // One output row reads at most ceil(fh / upy) <= fh consecutive input rows. A power of two, so
+  // that a row's slot is a mask, not an integer division.
+  while (p.ring < fh) p.ring *= 2;
+  std::vector<std::vector<std::pair<int64_t, T>>> taps(p.oh);  // (input row, weight) per output row
+  for (int64_t oy = 0; oy < p.oh; ++oy) {
     for (int64_t ky = 0; ky < fh; ++ky) {
       const int64_t u = oy * downy + ky - pady0;
-      if (u < 0 || u % upy != 0 || u / upy >= ih) continue;
-      p.vrow.push_back(u / upy);
-      p.vw.push_back(T(col[ky]));
+      if (u < 0 || u % upy != 0 || u / upy >= p.ih) continue;
+      taps[oy].emplace_back(u / upy, T(col[ky]));
     }
-    p.vstart.push_back(int64_t(p.vrow.size()));
+    p.nv = std::max<int64_t>(p.nv, int64_t(taps[oy].size()));
   }
-  // One output row reads at most ceil(fh / upy) <= fh consecutive input rows.
-  p.ring = fh;
-  p.pitch = cover;
+  for (int64_t oy = 0; oy < p.oh; ++oy) {
+    const auto& t = taps[oy];
+    p.vlo.push_back(t.empty() ? 0 : t.front().first);
+    p.vhi.push_back(t.empty() ? -1 : t.back().first);
+    for (int64_t i = 0; i < p.nv; ++i) {
+      const bool real = i < int64_t(t.size());
+      p.voff.push_back((real ? (t[i].first & (p.ring - 1)) : p.ring) * p.pitch);
+      p.vw.push_back(real ? t[i].second : T(0));
+    }
+  }
+}
+
+template <typename T>
+SeparablePlan<T> plan_separable(const std::vector<double>& col, const std::vector<double>& row,
+                                int64_t ih, int64_t iw, int64_t oh, int64_t ow, int64_t upx, int64_t upy,
+                                int64_t downx, int64_t downy, int64_t padx0, int64_t pady0) {
+  SeparablePlan<T> p;
+  p.ih = ih; p.iw = iw; p.oh = oh; p.ow = ow;
+  plan_horizontal(p, row, upx, downx, padx0);
+  plan_vertical(p, col, upy, downy, pady0);
   return p;
 }
 
@@ -269,60 +306,68 @@ NDA_ALWAYS_INLINE void copy_run(const T* src, T* dst, int64_t n) {
   for (; i < n; ++i) dst[i] = src[i];
 }
 
-// Lays input row `src` into the zeroed line buffers; only sample positions are written, the
-// same ones for every row, so the zeros between and around them survive from row to row.
+// Lays input row `src` into the zeroed line set q; only sample positions are written, the same
+// ones for every row, so the zeros between and around them survive from row to row.
 template <typename T>
-NDA_ALWAYS_INLINE void fill_line(const SeparableView<T>& v, const T* src) {
+NDA_ALWAYS_INLINE void fill_line(const SeparableView<T>& v, const T* src, T* q) {
   const int64_t n = v.ix_hi - v.ix_lo;
   const T* s = src + v.ix_lo;
   if (v.mode == LineMode::kCopy) {
-    copy_run(s, v.q + v.first, n);
+    copy_run(s, q + v.first, n);
   } else if (v.mode == LineMode::kDeinterleave2) {
     // Even line positions to the first buffer, odd ones to the second.
     for (int64_t r = 0; r < 2; ++r) {
       const int64_t i0 = (r - v.first % 2 + 2) % 2;  // first sample of line parity r
-      T* dst = v.q + r * v.qlen + (v.first + i0) / 2;
+      T* dst = q + r * v.qlen + (v.first + i0) / 2;
       for (int64_t m = 0; i0 + 2 * m < n; ++m) dst[m] = s[i0 + 2 * m];
     }
   } else {
-    for (int64_t i = 0; i < n; ++i) v.q[v.dest[i]] = s[i];
+    for (int64_t i = 0; i < n; ++i) q[v.dest[i]] = s[i];
   }
 }
 
-// Planes [p0, p1) of x (each ih x iw) into out (each oh x ow).
-template <typename T>
-NDA_ALWAYS_INLINE void separable_planes(const SeparableView<T>& v, const T* x, T* out, int64_t p0, int64_t p1) {
+// Planes [p0, p1) of x (each ih x iw) into out (each oh x ow); NH / NV > 0 fix the horizontal /
+// vertical tap counts at compile time.
+template <typename T, int NH, int NV>
+NDA_ALWAYS_INLINE void separable_planes(const SeparableView<T>& view, const T* x, T* out, int64_t p0, int64_t p1) {
+  const SeparableView<T> v = view;  // a local copy, so its fields can live in registers
   for (int64_t plane = p0; plane < p1; ++plane) {
     const T* xp = x + plane * v.ih * v.iw;
     T* op = out + plane * v.oh * v.ow;
     int64_t next = 0;  // first input row the horizontal pass has not filtered
+    int64_t laid = 0;  // first input row not yet laid into a line set
     for (int64_t oy = 0; oy < v.oh; ++oy) {
-      const int64_t t0 = v.vstart[oy], t1 = v.vstart[oy + 1];
-      if (t1 > t0) {
-        if (next < v.vrow[t0]) next = v.vrow[t0];  // rows below it are never read again
-        for (; next <= v.vrow[t1 - 1]; ++next) {
-          fill_line(v, xp + next * v.iw);
-          weighted_row<T, true>(v.hsrc, v.hw, v.fw, v.ring_rows + (next % v.ring) * v.pitch, v.ow);
-        }
+      if (next < v.vlo[oy]) next = v.vlo[oy];  // rows below it are never read again
+      for (; next <= v.vhi[oy]; ++next) {
+        if (laid < next) laid = next;
+        for (; laid < next + kLinesAhead && laid < v.ih; ++laid)
+          fill_line(v, xp + laid * v.iw, v.q + (laid % kLinesAhead) * v.lines);
+        weighted_row<T, NH, true>(v.hsrc + (next % kLinesAhead) * v.fw, v.hw, v.fw,
+                                  v.ring + (next & v.ring_mask) * v.pitch, v.ow);
       }
-      for (int64_t t = t0; t < t1; ++t) v.vsrc[t - t0] = v.ring_rows + (v.vrow[t] % v.ring) * v.pitch;
-      weighted_row<T, false>(v.vsrc, v.vw + t0, t1 - t0, op + oy * v.ow, v.ow);
+      const int64_t* off = v.voff + oy * v.nv;
+      for (int64_t t = 0; t < (NV > 0 ? NV : v.nv); ++t) v.vsrc[t] = v.ring + off[t];
+      weighted_row<T, NV, false>(v.vsrc, v.vw + oy * v.nv, v.nv, op + oy * v.ow, v.ow);
     }
   }
 }
 
-NDA_DISPATCHED(separable_planes_f32,
-               (const SeparableView<float>& v, const float* x, float* out, int64_t p0, int64_t p1),
-               separable_planes<float>(v, x, out, p0, p1))
-NDA_DISPATCHED(separable_planes_f64,
-               (const SeparableView<double>& v, const double* x, double* out, int64_t p0, int64_t p1),
-               separable_planes<double>(v, x, out, p0, p1))
-inline void run_separable(const SeparableView<float>& v, const float* x, float* out, int64_t p0, int64_t p1) {
-  separable_planes_f32_pick()(v, x, out, p0, p1);
-}
-inline void run_separable(const SeparableView<double>& v, const double* x, double* out, int64_t p0, int64_t p1) {
-  separable_planes_f64_pick()(v, x, out, p0, p1);
-}
+// Compile-time tap counts for StyleGAN's 4-tap filter (4 rows per output, or 2 after x2 zero
+// insertion); anything else runs with run-time counts.
+#define NDA_SEPARABLE_VARIANTS(T, SUFFIX)                                                             \
+  NDA_DISPATCHED(separable_##SUFFIX##_4_4, (const SeparableView<T>& v, const T* x, T* o, int64_t a,    \
+                                           int64_t b), separable_planes<T, 4, 4>(v, x, o, a, b))     \
+  NDA_DISPATCHED(separable_##SUFFIX##_4_2, (const SeparableView<T>& v, const T* x, T* o, int64_t a,    \
+                                           int64_t b), separable_planes<T, 4, 2>(v, x, o, a, b))     \
+  NDA_DISPATCHED(separable_##SUFFIX##_any, (const SeparableView<T>& v, const T* x, T* o, int64_t a,    \
+                                           int64_t b), separable_planes<T, 0, 0>(v, x, o, a, b))     \
+  inline void run_separable(const SeparableView<T>& v, const T* x, T* o, int64_t a, int64_t b) {      \
+    if (v.fw == 4 && v.nv == 4) return separable_##SUFFIX##_4_4_pick()(v, x, o, a, b);                \
+    if (v.fw == 4 && v.nv == 2) return separable_##SUFFIX##_4_2_pick()(v, x, o, a, b);                \
+    separable_##SUFFIX##_any_pick()(v, x, o, a, b);                                                  \
+  }
+NDA_SEPARABLE_VARIANTS(float, f32)
+NDA_SEPARABLE_VARIANTS(double, f64)
 
 // ---------------------------------------------------------------- padded 2-D path (up == 1)
 
