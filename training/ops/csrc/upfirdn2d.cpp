@@ -113,12 +113,12 @@ template <> struct Lanes<double> { using V = f64x4; using U = f64x4u; static con
 // Vectors per wide block: 4 (32 floats, a whole 32-pixel row; 16 doubles).
 constexpr int kWideVectors = 4;
 
-// Columns [c, c + NV*lanes) of dst = sum_t w[t] * src[t][column]. NT > 0 fixes the number of
-// terms at compile time (the loop unrolls), else it is nt. FULL stores the whole block (dst has
-// room); otherwise only the first n columns.
+// Columns [c, c + NV*lanes) of dst = sum_t w[t] * base[off[t] + column]. NT > 0 fixes the
+// number of terms at compile time (the loop unrolls), else it is nt. FULL stores the whole block
+// (dst has room); otherwise only the first n columns.
 template <typename T, int NV, int NT, bool FULL>
-NDA_ALWAYS_INLINE void weighted_block(const T* const* src, const T* w, int64_t nt, int64_t c, T* dst,
-                                      int64_t n) {
+NDA_ALWAYS_INLINE void weighted_block(const T* base, const int64_t* off, const T* w, int64_t nt, int64_t c,
+                                      T* dst, int64_t n) {
   using V = typename Lanes<T>::V;
   using U = typename Lanes<T>::U;
   constexpr int L = Lanes<T>::kN;
@@ -128,7 +128,7 @@ NDA_ALWAYS_INLINE void weighted_block(const T* const* src, const T* w, int64_t n
   for (int v = 0; v < NV; ++v) acc[v] = V{};
 #pragma GCC unroll 8
   for (int64_t t = 0; t < terms; ++t) {
-    const T* s = src[t] + c;
+    const T* s = base + off[t] + c;
     const T wt = w[t];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[v] += wt * *reinterpret_cast<const U*>(s + v * L);
@@ -150,15 +150,29 @@ template <typename T> int64_t covered_width(int64_t n) {
   return n / WIDE * WIDE + (n % WIDE + L - 1) / L * L;
 }
 
-// dst[0, n) = sum_t w[t] * src[t][0, n). Every src row must be readable up to covered_width(n);
-// with FULL, dst is written up to there too (a scratch row), else exactly n values.
+// Rows ending in at most this many columns past whole vectors finish them one by one: rows of 33
+// are common, and a vector block plus its partial store cost more than a column's few taps.
+constexpr int64_t kScalarTail = 2;
+
+// dst[0, n) = sum_t w[t] * base[off[t] + (0 .. n)]. Every term's run must be readable up to
+// covered_width(n); with FULL, dst may be written up to there too (a scratch row), else exactly n.
 template <typename T, int NT, bool FULL>
-NDA_ALWAYS_INLINE void weighted_row(const T* const* src, const T* w, int64_t nt, T* dst, int64_t n) {
+NDA_ALWAYS_INLINE void weighted_row(const T* base, const int64_t* off, const T* w, int64_t nt, T* dst, int64_t n) {
   constexpr int L = Lanes<T>::kN, WIDE = kWideVectors * L;
+  const int64_t terms = NT > 0 ? NT : nt;
   int64_t c = 0;
-  for (; c + WIDE <= n; c += WIDE) weighted_block<T, kWideVectors, NT, true>(src, w, nt, c, dst, WIDE);
-  for (; c + L <= n; c += L) weighted_block<T, 1, NT, true>(src, w, nt, c, dst, L);
-  if (c < n) weighted_block<T, 1, NT, FULL>(src, w, nt, c, dst, n - c);
+  for (; c + WIDE <= n; c += WIDE) weighted_block<T, kWideVectors, NT, true>(base, off, w, nt, c, dst, WIDE);
+  for (; c + L <= n; c += L) weighted_block<T, 1, NT, true>(base, off, w, nt, c, dst, L);
+  if (n - c > kScalarTail) {
+    weighted_block<T, 1, NT, FULL>(base, off, w, nt, c, dst, n - c);
+    return;
+  }
+  for (; c < n; ++c) {
+    T acc = T(0);
+#pragma GCC unroll 8
+    for (int64_t t = 0; t < terms; ++t) acc += w[t] * base[off[t] + c];
+    dst[c] = acc;
+  }
 }
 
 // ---------------------------------------------------------------- separable path
@@ -168,12 +182,14 @@ enum class LineMode { kCopy, kDeinterleave2, kScatter };
 
 // Everything one call's planes share.
 //  Horizontal pass: line position j (= U column j - padx0) lives in buffer j % downx at index
-//  j / downx, so that tap kx reads a unit-stride run starting at hoff[kx] whatever up and down
-//  are. Input rows are laid into one of kLinesAhead line sets a few rows before they are read.
-//  Vertical pass: output row oy sums nv filtered input rows, slot offsets voff[oy * nv + t] in
-//  the ring of filtered rows, weights vw[oy * nv + t]; rows with fewer real taps (at the borders)
+//  j / downx, so that tap kx reads a unit-stride run at hoff[kx] whatever up and down are.
+//  Vertical pass: output row oy sums nv filtered input rows at offsets voff[oy * nv + t] in the
+//  ring of filtered rows, weights vw[oy * nv + t]; rows with fewer real taps (at the borders)
 //  are padded with a zero row of weight 0, so every row runs the same unrolled loop. Rows that
-//  zero insertion made are never visited. Output row oy needs input rows vlo[oy] .. vhi[oy].
+//  zero insertion made are never visited.
+//  Schedule (the same for every plane): before output row oy, the horizontal pass filters input
+//  rows hrow[k] for k < hend[oy], in increasing order, each once; hrow[k] is laid into line set
+//  k % kLinesAhead when row k - kLinesAhead + 1 is filtered, so a few rows before it is read.
 template <typename T>
 struct SeparablePlan {
   int64_t ih = 0, iw = 0, oh = 0, ow = 0, fw = 0, nv = 0;
@@ -183,48 +199,44 @@ struct SeparablePlan {
   LineMode mode = LineMode::kCopy;
   std::vector<int64_t> dest;     // kScatter: line offset of input column ix_lo + i
   std::vector<T> hw;             // horizontal taps
-  std::vector<int64_t> hoff;     // their start offsets in a line set
-  std::vector<int64_t> vlo, vhi, voff;
+  std::vector<int64_t> hoff;     // their offsets in a line set
+  std::vector<int64_t> voff, hrow, hend;
   std::vector<T> vw;
   int64_t ring = 1, pitch = 0;   // ring rows (a power of two) + 1 zero row, each pitch wide
 };
 
-// Input rows are laid into line buffers this many rows before the horizontal pass reads them:
-// its wide loads straddle the copy's stores, and a load that overlaps a store still in flight
-// waits for that store to reach the cache.
+// Input rows are laid into line sets this many rows before the horizontal pass reads them: its
+// wide loads straddle the copy's stores, and a load that overlaps a store still in flight waits
+// for that store to reach the cache (measured: laying each row just before its pass made the
+// 32 px filter ~1.7x slower). A power of two (a mask picks the set).
 constexpr int64_t kLinesAhead = 4;
+static_assert((kLinesAhead & (kLinesAhead - 1)) == 0, "kLinesAhead must be a power of two");
 
-// Per-task scratch: kLinesAhead line sets, the ring of filtered rows plus the zero row, and the
-// tap pointers of each line set (hsrc[set * fw + kx]) and of one vertical row.
+// Per-task scratch: kLinesAhead line sets and the ring of filtered rows plus the zero row.
 template <typename T>
 struct SeparableScratch {
   std::vector<T> q, ring;
-  std::vector<const T*> hsrc, vsrc;
   explicit SeparableScratch(const SeparablePlan<T>& p)
-      : q(kLinesAhead * p.downx * p.qlen, T(0)), ring((p.ring + 1) * p.pitch, T(0)),
-        hsrc(kLinesAhead * p.fw), vsrc(std::max<int64_t>(1, p.nv)) {
-    for (int64_t set = 0; set < kLinesAhead; ++set)
-      for (int64_t kx = 0; kx < p.fw; ++kx) hsrc[set * p.fw + kx] = q.data() + set * p.downx * p.qlen + p.hoff[kx];
-  }
+      : q(kLinesAhead * p.downx * p.qlen, T(0)), ring((p.ring + 1) * p.pitch, T(0)) {}
 };
 
 // The plan and scratch as plain pointers: the dispatched loops below cannot inline the standard
 // library's accessors (gcc refuses to inline across differing target options), so they see none.
 template <typename T>
 struct SeparableView {
-  int64_t ih, iw, oh, ow, fw, nv, qlen, lines, ix_lo, ix_hi, first, ring_mask, pitch;  // lines: samples per line set
+  int64_t ih, iw, oh, ow, fw, nv, qlen, lines, ix_lo, ix_hi, first, ring_mask, pitch, nh;  // lines: samples per line set
   LineMode mode;
-  const int64_t *dest, *vlo, *vhi, *voff;
+  const int64_t *dest, *hoff, *voff, *hrow, *hend;
   const T *hw, *vw;
   T *q, *ring;
-  const T **hsrc, **vsrc;
 };
 
 template <typename T>
 SeparableView<T> view_of(const SeparablePlan<T>& p, SeparableScratch<T>& s) {
   return SeparableView<T>{p.ih, p.iw, p.oh, p.ow, p.fw, p.nv, p.qlen, p.downx * p.qlen, p.ix_lo, p.ix_hi, p.first,
-                          p.ring - 1, p.pitch, p.mode, p.dest.data(), p.vlo.data(), p.vhi.data(), p.voff.data(),
-                          p.hw.data(), p.vw.data(), s.q.data(), s.ring.data(), s.hsrc.data(), s.vsrc.data()};
+                          p.ring - 1, p.pitch, int64_t(p.hrow.size()), p.mode, p.dest.data(), p.hoff.data(),
+                          p.voff.data(), p.hrow.data(), p.hend.data(), p.hw.data(), p.vw.data(), s.q.data(),
+                          s.ring.data()};
 }
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -273,10 +285,14 @@ void plan_vertical(SeparablePlan<T>& p, const std::vector<double>& col, int64_t 
     }
     p.nv = std::max<int64_t>(p.nv, int64_t(taps[oy].size()));
   }
+  int64_t next = 0;  // first input row not filtered yet
   for (int64_t oy = 0; oy < p.oh; ++oy) {
     const auto& t = taps[oy];
-    p.vlo.push_back(t.empty() ? 0 : t.front().first);
-    p.vhi.push_back(t.empty() ? -1 : t.back().first);
+    if (!t.empty()) {
+      // Rows below the lowest one needed here are never needed again.
+      for (next = std::max(next, t.front().first); next <= t.back().first; ++next) p.hrow.push_back(next);
+    }
+    p.hend.push_back(int64_t(p.hrow.size()));
     for (int64_t i = 0; i < p.nv; ++i) {
       const bool real = i < int64_t(t.size());
       p.voff.push_back((real ? (t[i].first & (p.ring - 1)) : p.ring) * p.pitch);
@@ -296,14 +312,18 @@ SeparablePlan<T> plan_separable(const std::vector<double>& col, const std::vecto
   return p;
 }
 
-// dst[0, n) = src[0, n) with vector moves (no library call).
+// dst[0, n) = src[0, n) with vector moves (no library call); the last vector may overlap the
+// one before it instead of a scalar tail.
 template <typename T>
 NDA_ALWAYS_INLINE void copy_run(const T* src, T* dst, int64_t n) {
   using U = typename Lanes<T>::U;
   constexpr int L = Lanes<T>::kN;
-  int64_t i = 0;
-  for (; i + L <= n; i += L) *reinterpret_cast<U*>(dst + i) = *reinterpret_cast<const U*>(src + i);
-  for (; i < n; ++i) dst[i] = src[i];
+  if (n < L) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+  for (int64_t i = 0; i + L < n; i += L) *reinterpret_cast<U*>(dst + i) = *reinterpret_cast<const U*>(src + i);
+  *reinterpret_cast<U*>(dst + n - L) = *reinterpret_cast<const U*>(src + n - L);
 }
 
 // Lays input row `src` into the zeroed line set q; only sample positions are written, the same
@@ -331,23 +351,20 @@ NDA_ALWAYS_INLINE void fill_line(const SeparableView<T>& v, const T* src, T* q) 
 template <typename T, int NH, int NV>
 NDA_ALWAYS_INLINE void separable_planes(const SeparableView<T>& view, const T* x, T* out, int64_t p0, int64_t p1) {
   const SeparableView<T> v = view;  // a local copy, so its fields can live in registers
+  const auto line_set = [&](int64_t k) { return v.q + (k & (kLinesAhead - 1)) * v.lines; };
   for (int64_t plane = p0; plane < p1; ++plane) {
     const T* xp = x + plane * v.ih * v.iw;
     T* op = out + plane * v.oh * v.ow;
-    int64_t next = 0;  // first input row the horizontal pass has not filtered
-    int64_t laid = 0;  // first input row not yet laid into a line set
+    for (int64_t k = 0; k < kLinesAhead - 1 && k < v.nh; ++k) fill_line(v, xp + v.hrow[k] * v.iw, line_set(k));
+    int64_t k = 0;  // next entry of the schedule
     for (int64_t oy = 0; oy < v.oh; ++oy) {
-      if (next < v.vlo[oy]) next = v.vlo[oy];  // rows below it are never read again
-      for (; next <= v.vhi[oy]; ++next) {
-        if (laid < next) laid = next;
-        for (; laid < next + kLinesAhead && laid < v.ih; ++laid)
-          fill_line(v, xp + laid * v.iw, v.q + (laid % kLinesAhead) * v.lines);
-        weighted_row<T, NH, true>(v.hsrc + (next % kLinesAhead) * v.fw, v.hw, v.fw,
-                                  v.ring + (next & v.ring_mask) * v.pitch, v.ow);
+      for (; k < v.hend[oy]; ++k) {
+        const int64_t ahead = k + kLinesAhead - 1;
+        if (ahead < v.nh) fill_line(v, xp + v.hrow[ahead] * v.iw, line_set(ahead));
+        weighted_row<T, NH, true>(line_set(k), v.hoff, v.hw, v.fw, v.ring + (v.hrow[k] & v.ring_mask) * v.pitch,
+                                  v.ow);
       }
-      const int64_t* off = v.voff + oy * v.nv;
-      for (int64_t t = 0; t < (NV > 0 ? NV : v.nv); ++t) v.vsrc[t] = v.ring + off[t];
-      weighted_row<T, NV, false>(v.vsrc, v.vw + oy * v.nv, v.nv, op + oy * v.ow, v.ow);
+      weighted_row<T, NV, false>(v.ring, v.voff + oy * v.nv, v.vw + oy * v.nv, v.nv, op + oy * v.ow, v.ow);
     }
   }
 }
