@@ -326,41 +326,82 @@ NDA_ALWAYS_INLINE void copy_run(const T* src, T* dst, int64_t n) {
   *reinterpret_cast<U*>(dst + n - L) = *reinterpret_cast<const U*>(src + n - L);
 }
 
-// Lays input row `src` into the zeroed line set q; only sample positions are written, the same
-// ones for every row, so the zeros between and around them survive from row to row.
+// Even- and odd-indexed elements of the 2 * lanes values lo, hi (vector shuffles where the
+// compiler has them, else the caller's scalar loop).
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define NDA_HAS_SHUFFLE 1
+#endif
+#endif
+#ifdef NDA_HAS_SHUFFLE
+NDA_ALWAYS_INLINE void split_even_odd(f32x8 lo, f32x8 hi, f32x8& even, f32x8& odd) {
+  even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+  odd = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+}
+NDA_ALWAYS_INLINE void split_even_odd(f64x4 lo, f64x4 hi, f64x4& even, f64x4& odd) {
+  even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6);
+  odd = __builtin_shufflevector(lo, hi, 1, 3, 5, 7);
+}
+#endif
+
+// Deinterleaves src[0, n): src[2m] to a[m], src[2m + 1] to b[m].
 template <typename T>
+NDA_ALWAYS_INLINE void deinterleave_run(const T* src, T* a, T* b, int64_t n) {
+  int64_t m = 0;
+#ifdef NDA_HAS_SHUFFLE
+  using V = typename Lanes<T>::V;
+  using U = typename Lanes<T>::U;
+  constexpr int L = Lanes<T>::kN;
+  for (; 2 * (m + L) <= n; m += L) {
+    V even, odd;
+    split_even_odd(V(*reinterpret_cast<const U*>(src + 2 * m)), V(*reinterpret_cast<const U*>(src + 2 * m + L)),
+                   even, odd);
+    *reinterpret_cast<U*>(a + m) = even;
+    *reinterpret_cast<U*>(b + m) = odd;
+  }
+#endif
+  for (; 2 * m + 1 < n; ++m) {
+    a[m] = src[2 * m];
+    b[m] = src[2 * m + 1];
+  }
+  if (2 * m < n) a[m] = src[2 * m];
+}
+
+// Lays input row `src` into the zeroed line set q; only sample positions are written, the same
+// ones for every row, so the zeros between and around them survive from row to row. MODE >= 0
+// fixes the line mode at compile time, else it is v.mode.
+template <typename T, int MODE>
 NDA_ALWAYS_INLINE void fill_line(const SeparableView<T>& v, const T* src, T* q) {
   const int64_t n = v.ix_hi - v.ix_lo;
   const T* s = src + v.ix_lo;
-  if (v.mode == LineMode::kCopy) {
+  const LineMode mode = MODE >= 0 ? LineMode(MODE) : v.mode;
+  if (mode == LineMode::kCopy) {
     copy_run(s, q + v.first, n);
-  } else if (v.mode == LineMode::kDeinterleave2) {
-    // Even line positions to the first buffer, odd ones to the second.
-    for (int64_t r = 0; r < 2; ++r) {
-      const int64_t i0 = (r - v.first % 2 + 2) % 2;  // first sample of line parity r
-      T* dst = q + r * v.qlen + (v.first + i0) / 2;
-      for (int64_t m = 0; i0 + 2 * m < n; ++m) dst[m] = s[i0 + 2 * m];
-    }
+  } else if (mode == LineMode::kDeinterleave2) {
+    // Even line positions to the first buffer, odd ones to the second: s[0] lands on position
+    // `first`, s[1] on the next one.
+    const int64_t p = v.first & 1;
+    deinterleave_run(s, q + p * v.qlen + v.first / 2, q + (1 - p) * v.qlen + (v.first + 1) / 2, n);
   } else {
     for (int64_t i = 0; i < n; ++i) q[v.dest[i]] = s[i];
   }
 }
 
 // Planes [p0, p1) of x (each ih x iw) into out (each oh x ow); NH / NV > 0 fix the horizontal /
-// vertical tap counts at compile time.
-template <typename T, int NH, int NV>
+// vertical tap counts at compile time, MODE >= 0 the line mode.
+template <typename T, int NH, int NV, int MODE>
 NDA_ALWAYS_INLINE void separable_planes(const SeparableView<T>& view, const T* x, T* out, int64_t p0, int64_t p1) {
   const SeparableView<T> v = view;  // a local copy, so its fields can live in registers
   const auto line_set = [&](int64_t k) { return v.q + (k & (kLinesAhead - 1)) * v.lines; };
   for (int64_t plane = p0; plane < p1; ++plane) {
     const T* xp = x + plane * v.ih * v.iw;
     T* op = out + plane * v.oh * v.ow;
-    for (int64_t k = 0; k < kLinesAhead - 1 && k < v.nh; ++k) fill_line(v, xp + v.hrow[k] * v.iw, line_set(k));
+    for (int64_t k = 0; k < kLinesAhead - 1 && k < v.nh; ++k) fill_line<T, MODE>(v, xp + v.hrow[k] * v.iw, line_set(k));
     int64_t k = 0;  // next entry of the schedule
     for (int64_t oy = 0; oy < v.oh; ++oy) {
       for (; k < v.hend[oy]; ++k) {
         const int64_t ahead = k + kLinesAhead - 1;
-        if (ahead < v.nh) fill_line(v, xp + v.hrow[ahead] * v.iw, line_set(ahead));
+        if (ahead < v.nh) fill_line<T, MODE>(v, xp + v.hrow[ahead] * v.iw, line_set(ahead));
         weighted_row<T, NH, true>(line_set(k), v.hoff, v.hw, v.fw, v.ring + (v.hrow[k] & v.ring_mask) * v.pitch,
                                   v.ow);
       }
@@ -369,18 +410,24 @@ NDA_ALWAYS_INLINE void separable_planes(const SeparableView<T>& view, const T* x
   }
 }
 
-// Compile-time tap counts for StyleGAN's 4-tap filter (4 rows per output, or 2 after x2 zero
-// insertion); anything else runs with run-time counts.
+// Compile-time variants for the calls of StyleGAN's 4-tap filter: filter only (4 rows per output,
+// rows copied), x2 downsampling (4 rows, rows deinterleaved) and x2 upsampling (2 rows, rows
+// zero-inserted); anything else runs with run-time counts and mode. Fixing them lets the loops
+// unroll and keeps the mode's branches out of the row loop.
+#define NDA_SEPARABLE_VARIANT(T, SUFFIX, NH, NV, MODE)                                                \
+  NDA_DISPATCHED(separable_##SUFFIX, (const SeparableView<T>& v, const T* x, T* o, int64_t a, int64_t b), \
+                 separable_planes<T, NH, NV, MODE>(v, x, o, a, b))
 #define NDA_SEPARABLE_VARIANTS(T, SUFFIX)                                                             \
-  NDA_DISPATCHED(separable_##SUFFIX##_4_4, (const SeparableView<T>& v, const T* x, T* o, int64_t a,    \
-                                           int64_t b), separable_planes<T, 4, 4>(v, x, o, a, b))     \
-  NDA_DISPATCHED(separable_##SUFFIX##_4_2, (const SeparableView<T>& v, const T* x, T* o, int64_t a,    \
-                                           int64_t b), separable_planes<T, 4, 2>(v, x, o, a, b))     \
-  NDA_DISPATCHED(separable_##SUFFIX##_any, (const SeparableView<T>& v, const T* x, T* o, int64_t a,    \
-                                           int64_t b), separable_planes<T, 0, 0>(v, x, o, a, b))     \
+  NDA_SEPARABLE_VARIANT(T, SUFFIX##_filter, 4, 4, int(LineMode::kCopy))                              \
+  NDA_SEPARABLE_VARIANT(T, SUFFIX##_down2, 4, 4, int(LineMode::kDeinterleave2))                      \
+  NDA_SEPARABLE_VARIANT(T, SUFFIX##_up2, 4, 2, int(LineMode::kScatter))                              \
+  NDA_SEPARABLE_VARIANT(T, SUFFIX##_any, 0, 0, -1)                                                   \
   inline void run_separable(const SeparableView<T>& v, const T* x, T* o, int64_t a, int64_t b) {      \
-    if (v.fw == 4 && v.nv == 4) return separable_##SUFFIX##_4_4_pick()(v, x, o, a, b);                \
-    if (v.fw == 4 && v.nv == 2) return separable_##SUFFIX##_4_2_pick()(v, x, o, a, b);                \
+    const bool four = v.fw == 4 && v.nv == 4;                                                         \
+    if (four && v.mode == LineMode::kCopy) return separable_##SUFFIX##_filter_pick()(v, x, o, a, b);  \
+    if (four && v.mode == LineMode::kDeinterleave2) return separable_##SUFFIX##_down2_pick()(v, x, o, a, b); \
+    if (v.fw == 4 && v.nv == 2 && v.mode == LineMode::kScatter)                                       \
+      return separable_##SUFFIX##_up2_pick()(v, x, o, a, b);                                          \
     separable_##SUFFIX##_any_pick()(v, x, o, a, b);                                                  \
   }
 NDA_SEPARABLE_VARIANTS(float, f32)
