@@ -47,10 +47,12 @@ inline bool cpu_has_avx2_fma() { return false; }
 #if defined(__GNUC__)
 #define NDA_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
-#define NDA_ALWAYS_INLINE inline
+// A failed build leaves training/ops on the pure-PyTorch reference (kernels.py warns once).
+#error "upfirdn2d.cpp needs gcc or clang: its loops use their vector extensions"
 #endif
 
-// Defines NAME_avx2 and NAME_base, both running the call given last, and NAME_pick() returning the one to use.
+// Defines NAME_avx2 and NAME_base, both running the call given last, and NAME_pick() returning
+// the one this CPU should run.
 #define NDA_DISPATCHED(NAME, PARAMS, ...)                                             \
   NDA_AVX2 void NAME##_avx2 PARAMS { __VA_ARGS__; }                                   \
   void NAME##_base PARAMS { __VA_ARGS__; }                                            \
@@ -99,7 +101,7 @@ bool split_rank_one(const std::vector<double>& w, int64_t fh, int64_t fw, double
 // ---------------------------------------------------------------- blocked weighted row sums
 
 // Fixed-width vectors (gcc/clang vector extensions): the accumulators of a block stay in
-// registers, and each clone lowers them to its own instruction set. The unaligned alias types
+// registers, and each dispatched variant lowers them to its own instruction set. The unaligned alias types
 // load and store at any element address.
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef float f32x8u __attribute__((vector_size(32), aligned(4), may_alias));
@@ -189,7 +191,7 @@ enum class LineMode { kCopy, kDeinterleave2, kScatter };
 //  zero insertion made are never visited.
 //  Schedule (the same for every plane): before output row oy, the horizontal pass filters input
 //  rows hrow[k] for k < hend[oy], in increasing order, each once; hrow[k] is laid into line set
-//  k % kLinesAhead when row k - kLinesAhead + 1 is filtered, so a few rows before it is read.
+//  k % kLinesAhead just before entry k - kLinesAhead + 1 is filtered, a few rows before it is read.
 template <typename T>
 struct SeparablePlan {
   int64_t ih = 0, iw = 0, oh = 0, ow = 0, fw = 0, nv = 0;
@@ -224,7 +226,8 @@ struct SeparableScratch {
 // library's accessors (gcc refuses to inline across differing target options), so they see none.
 template <typename T>
 struct SeparableView {
-  int64_t ih, iw, oh, ow, fw, nv, qlen, lines, ix_lo, ix_hi, first, ring_mask, pitch, nh;  // lines: samples per line set
+  int64_t ih, iw, oh, ow, fw, nv, qlen, ix_lo, ix_hi, first, ring_mask, pitch;
+  int64_t lines, nh;  // samples per line set, entries in the schedule
   LineMode mode;
   const int64_t *dest, *hoff, *voff, *hrow, *hend;
   const T *hw, *vw;
@@ -233,10 +236,10 @@ struct SeparableView {
 
 template <typename T>
 SeparableView<T> view_of(const SeparablePlan<T>& p, SeparableScratch<T>& s) {
-  return SeparableView<T>{p.ih, p.iw, p.oh, p.ow, p.fw, p.nv, p.qlen, p.downx * p.qlen, p.ix_lo, p.ix_hi, p.first,
-                          p.ring - 1, p.pitch, int64_t(p.hrow.size()), p.mode, p.dest.data(), p.hoff.data(),
-                          p.voff.data(), p.hrow.data(), p.hend.data(), p.hw.data(), p.vw.data(), s.q.data(),
-                          s.ring.data()};
+  return SeparableView<T>{p.ih, p.iw, p.oh, p.ow, p.fw, p.nv, p.qlen, p.ix_lo, p.ix_hi, p.first,
+                          p.ring - 1, p.pitch, p.downx * p.qlen, int64_t(p.hrow.size()), p.mode,
+                          p.dest.data(), p.hoff.data(), p.voff.data(), p.hrow.data(), p.hend.data(),
+                          p.hw.data(), p.vw.data(), s.q.data(), s.ring.data()};
 }
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -396,14 +399,15 @@ NDA_ALWAYS_INLINE void separable_planes(const SeparableView<T>& view, const T* x
   for (int64_t plane = p0; plane < p1; ++plane) {
     const T* xp = x + plane * v.ih * v.iw;
     T* op = out + plane * v.oh * v.ow;
-    for (int64_t k = 0; k < kLinesAhead - 1 && k < v.nh; ++k) fill_line<T, MODE>(v, xp + v.hrow[k] * v.iw, line_set(k));
+    for (int64_t k = 0; k < kLinesAhead - 1 && k < v.nh; ++k)
+      fill_line<T, MODE>(v, xp + v.hrow[k] * v.iw, line_set(k));
     int64_t k = 0;  // next entry of the schedule
     for (int64_t oy = 0; oy < v.oh; ++oy) {
       for (; k < v.hend[oy]; ++k) {
         const int64_t ahead = k + kLinesAhead - 1;
         if (ahead < v.nh) fill_line<T, MODE>(v, xp + v.hrow[ahead] * v.iw, line_set(ahead));
-        weighted_row<T, NH, true>(line_set(k), v.hoff, v.hw, v.fw, v.ring + (v.hrow[k] & v.ring_mask) * v.pitch,
-                                  v.ow);
+        T* filtered = v.ring + (v.hrow[k] & v.ring_mask) * v.pitch;
+        weighted_row<T, NH, true>(line_set(k), v.hoff, v.hw, v.fw, filtered, v.ow);
       }
       weighted_row<T, NV, false>(v.ring, v.voff + oy * v.nv, v.vw + oy * v.nv, v.nv, op + oy * v.ow, v.ow);
     }
