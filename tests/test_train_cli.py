@@ -78,13 +78,55 @@ def test_cpu_preset_trains_a_noise_free_generator_and_other_presets_keep_noise()
     _, cpu, info = options.build_config(cfg="cpu", metrics=[])
     assert cpu["G_kwargs"]["synthesis_kwargs"]["use_noise"] is False
     assert cpu["G_opt_kwargs"]["lr"] == presets.PRESETS["cpu"]["lrate"]
-    assert cpu["total_kimg"] == presets.PRESETS["cpu"]["kimg"] <= 20  # minutes on two cores, not hours
+    assert cpu["total_kimg"] == presets.PRESETS["cpu"]["kimg"] <= 30  # minutes on two cores, not hours
     G = construct_class_by_name(**cpu["G_kwargs"], c_dim=0, img_resolution=info.resolution,
                                 img_channels=info.num_channels)
     assert not [n for n, _ in G.named_parameters() if "noise" in n]
     assert not [n for n, _ in G.named_buffers() if "noise" in n]
     _, cifar, _ = options.build_config(cfg="cifar", metrics=[])
     assert "use_noise" not in cifar["G_kwargs"]["synthesis_kwargs"]
+
+
+def test_cpu_preset_upsamples_with_a_box_filter_in_G_only():
+    # The smooth [1, 3, 3, 1] filter kept every fake of a short CPU run on one shared shape; the
+    # cpu preset's G uses [1, 1], its D and the other presets keep StyleGAN2's filter.
+    from training import options
+    from training.util import construct_class_by_name
+
+    _, cpu, info = options.build_config(cfg="cpu", metrics=[])
+    common = dict(c_dim=0, img_resolution=info.resolution, img_channels=info.num_channels)
+    G = construct_class_by_name(**cpu["G_kwargs"], **common)
+    D = construct_class_by_name(**cpu["D_kwargs"], **common)
+    assert G.synthesis.b8.resample_filter.shape == (2, 2)
+    assert G.synthesis.b8.conv0.resample_filter.shape == (2, 2)
+    assert D.b32.resample_filter.shape == (4, 4)
+    _, cifar, _ = options.build_config(cfg="cifar", metrics=[])
+    assert "resample_filter" not in cifar["G_kwargs"]["synthesis_kwargs"]
+
+
+def test_cpu_preset_caps_torch_threads_unless_the_user_set_them(monkeypatch):
+    import torch
+
+    from training import options
+    from training.training_loop import _limit_cpu_threads
+
+    _, cpu, _ = options.build_config(cfg="cpu", metrics=[])
+    assert cpu["cpu_threads"] == 1
+    _, cifar, _ = options.build_config(cfg="cifar", metrics=[])
+    assert "cpu_threads" not in cifar
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        _limit_cpu_threads(torch.device("cpu"), 1)
+        assert torch.get_num_threads() == 2  # the user's explicit setting wins
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        _limit_cpu_threads(torch.device("cpu"), None)
+        assert torch.get_num_threads() == 2
+        _limit_cpu_threads(torch.device("cpu"), 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- plugins

@@ -203,6 +203,8 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
     c["G_reg_interval"] = 4
     c["D_reg_interval"] = 16
     c["total_kimg"] = spec["kimg"]
+    if device == "cpu" and spec.get("cpu_threads"):
+        c["cpu_threads"] = spec["cpu_threads"]
     c["ema_kimg"] = spec["ema"]
     c["ema_rampup"] = spec["ramp"]
     c["ada_interval"] = 4
