@@ -29,6 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 from training import options, plugins  # noqa: E402
+from training.training_loop import _limit_cpu_threads  # noqa: E402
 from training.util import construct_class_by_name  # noqa: E402
 
 # arch -> (--cfg, --batch, default measured steps)
@@ -89,10 +90,16 @@ def main():
     parser.add_argument("--steps", type=int, default=None, help="measured steps per variant (default: 24 cpu, 3 cifar)")
     args = parser.parse_args()
     rows = []
+    thread_counts = {}
+    default_threads = torch.get_num_threads()
     for arch in args.arch or ["cpu", "cifar"]:
         cfg, batch, steps = ARCHS[arch]
         steps = args.steps or steps
         setups = {name: Setup(cfg, batch, nda) for name, nda in VARIANTS.items()}
+        # The thread count train.py would use for this config (the cpu preset caps it at one).
+        torch.set_num_threads(default_threads)
+        _limit_cpu_threads(torch.device("cpu"), setups["baseline"].c.get("cpu_threads"))
+        thread_counts[arch] = torch.get_num_threads()
         for s in setups.values():  # warm-up: first calls build/load ops and allocate
             s.step_seconds()
         times = {name: [] for name in VARIANTS}
@@ -106,7 +113,7 @@ def main():
             med = statistics.median(times[name])
             rows.append((arch, batch, name, med * 1000 / batch, med / base))
     print()
-    print("threads: %d" % torch.get_num_threads())
+    print("threads: %s" % ", ".join("%s %d" % kv for kv in thread_counts.items()))
     print("| arch | batch | variant | s/kimg (median step) | ratio to baseline |")
     print("|---|---|---|---|---|")
     for arch, batch, name, per_kimg, ratio in rows:
