@@ -99,17 +99,18 @@ def main(ctx, outdir, dry_run, **kwargs):
 
     # Under torchrun every process runs this file: rank 0 makes the folder, the others learn it.
     rank, _ = distributed.join_torchrun(c["device"])
-    try:
-        run_dir = None
-        if rank == 0:
-            run_dir = create_run_dir(outdir, desc)
-            c["run_dir"] = run_dir
-            write_json_atomic(run_dir + "/training_options.json", c)
-            _print_options(c, desc, outdir)
-        c["run_dir"] = distributed.broadcast_object(run_dir)
-        distributed.run_training_loop(rank, c)
-    finally:
-        distributed.close_process_group()
+    distributed.run_then_exit(_train_under_torchrun, rank, c, outdir, desc)
+
+
+def _train_under_torchrun(rank, c, outdir, desc):
+    run_dir = None
+    if rank == 0:
+        run_dir = create_run_dir(outdir, desc)
+        c["run_dir"] = run_dir
+        write_json_atomic(run_dir + "/training_options.json", c)
+        _print_options(c, desc, outdir)
+    c["run_dir"] = distributed.broadcast_object(run_dir)
+    distributed.run_training_loop(rank, c)
 
 
 def _print_options(c, desc, outdir):

@@ -38,6 +38,35 @@ def test_launch_two_cpu_processes_use_gloo_and_all_reduce(tmp_path):
         assert r["threads"] == max(1, (os.cpu_count() or 1) // 2)
 
 
+def _stop_with_code_worker(rank, code):
+    if rank == 1:
+        raise SystemExit(code)
+
+
+def _raise_worker(rank):
+    raise ValueError("rank %d failed on purpose" % rank)
+
+
+def test_a_child_that_stops_on_purpose_ends_launch_with_its_exit_code():
+    # Rank 1 stops with code 3 (as diverged training stops with 1): the parent exits with that
+    # code, with no traceback (SystemExit), and rank 0 is not left waiting at the final barrier.
+    try:
+        distributed.launch(_stop_with_code_worker, 2, device="cpu", args=(3,))
+    except SystemExit as exc:
+        assert exc.code == 3
+    else:
+        raise AssertionError("launch returned although a child exited with code 3")
+
+
+def test_a_child_exception_reaches_the_parent_with_its_message():
+    try:
+        distributed.launch(_raise_worker, 2, device="cpu")
+    except torch.multiprocessing.ProcessRaisedException as exc:
+        assert "failed on purpose" in str(exc)
+    else:
+        raise AssertionError("launch returned although every child raised")
+
+
 def test_launch_one_process_runs_in_place_without_process_group():
     seen = []
     distributed.launch(lambda rank, x: seen.append((rank, x, torch.distributed.is_initialized())), 1, args=("a",))

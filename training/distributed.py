@@ -8,7 +8,9 @@ Two ways in, one code path:
 Backend: NCCL on GPUs, gloo on the CPU (so several CPU processes also work, e.g. in tests).
 """
 
+import gc
 import os
+import sys
 import tempfile
 
 import torch
@@ -58,13 +60,50 @@ def broadcast_object(obj, src=0):
     return holder[0]
 
 
+def _exit_status(exc):
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def exit_process(status):
+    """Leave a process-group member now: destroy the group, flush our output, and end the process
+    without the interpreter's teardown.
+
+    Why: when gloo's C++ process group (or work it still holds) outlives destroy_process_group,
+    its worker threads are torn down during interpreter finalisation, which can abort the process
+    ("terminate called without an active exception", SIGABRT) after training has succeeded. Every
+    file we write is closed (and renamed into place) before this point, so nothing is lost.
+    """
+    close_process_group()
+    gc.collect()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def run_then_exit(fn, *args):
+    """Run ``fn(*args)`` in a member of a process group, then end the process with its status.
+
+    A normal return waits at a barrier first, so no rank tears down its connections while another
+    still talks to it. ``SystemExit`` (a deliberate stop that has already said why, e.g. diverged
+    training) ends the process with its code; any other exception propagates after the group is
+    closed, so torch's spawn can hand the traceback to the parent.
+    """
+    try:
+        fn(*args)
+    except SystemExit as exc:
+        exit_process(_exit_status(exc))
+    except BaseException:
+        close_process_group()
+        raise
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    exit_process(0)
+
+
 def _spawned_process(rank, fn, world_size, device, init_method, args):
     setup_process_device(device, rank, world_size)
     init_process_group(rank, world_size, device, init_method)
-    try:
-        fn(rank, *args)
-    finally:
-        close_process_group()
+    run_then_exit(fn, rank, *args)
 
 
 def launch(fn, world_size, device="cpu", args=()):
