@@ -4,6 +4,7 @@
 the trainer must unpickle (and run, on the reference path) in a process without it.
 """
 
+import functools
 import os
 
 import torch
@@ -29,12 +30,18 @@ def check_impl(impl):
 _ready = {}  # (op, cuda available) -> bool, once the build was tried
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_available():
+    # Asked once per process: torch.cuda.is_available() costs microseconds, and ops run per layer.
+    return torch.cuda.is_available()
+
+
 def kernels_ready(op):
     """True when op library ``op`` is built and loaded (False under NDA_STYLEGAN_OPS=reference,
     after a failed build in ``auto`` mode, or when nda_stylegan cannot be imported)."""
     if os.environ.get("NDA_STYLEGAN_OPS", "").strip().lower() == "reference":
         return False  # checked on every call: the switch may change at run time
-    key = (op, torch.cuda.is_available())
+    key = (op, _cuda_available())
     if key not in _ready:
         try:
             from nda_stylegan.ops.build import load_op_library
@@ -59,7 +66,7 @@ def use_kernel(op, impl, tensor, dtypes):
     if impl == "reference":
         return False
     # dtypes: {"cpu": (...), "cuda": (...)}, the dtypes each kernel is compiled for.
-    device_ok = tensor.device.type == "cpu" or (tensor.device.type == "cuda" and torch.cuda.is_available())
+    device_ok = tensor.device.type in ("cpu", "cuda")  # a CUDA tensor exists only where CUDA works
     dtype_ok = tensor.dtype in dtypes.get(tensor.device.type, ())
     if impl == "kernel":
         if not device_ok or not dtype_ok:
