@@ -17,6 +17,8 @@ METRIC_DETECTORS = {
     "fid50k_full": ["inception"], "kid50k_full": ["inception"], "is50k": ["inception"],
     "fid50k": ["inception"], "kid50k": ["inception"], "fid10k": ["inception"],
     "pr50k3_full": ["vgg16"], "pr50k3": ["vgg16"],
+    "ppl_zfull": ["vgg16"], "ppl_wfull": ["vgg16"], "ppl_zend": ["vgg16"], "ppl_wend": ["vgg16"],
+    "ppl2_wend": ["vgg16"],
 }
 NEEDS_D = ("nda_auroc",)
 
@@ -127,7 +129,7 @@ def _metrics_epilog():
 @click.option("--detectors", "detectors_dir", help="Folder holding inception-2015-12-05.pt / vgg16.pt (offline) "
               "[default: $%s, else download into the cache]" % detectors.ENV_DETECTORS, metavar="DIR")
 @click.option("--seed", help="Seed of the latents and samples", type=int, default=0, show_default=True)
-@click.option("--num-gen", help="Generated images per metric [default: the metric's own, e.g. 50000]", type=int, metavar="INT")
+@click.option("--num-gen", help="Generated images (path samples for ppl_*) per metric [default: the metric's own, e.g. 50000]", type=int, metavar="INT")
 @click.option("--max-real", help="Real images per metric [default: the metric's own]", type=int, metavar="INT")
 @click.option("--num-images", help="Images for swd / nda_auroc [default: 16384 / 10000]", type=int, metavar="INT")
 def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detectors_dir, seed, num_gen, max_real, num_images):

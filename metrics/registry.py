@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from metrics import anomaly, frechet, inception_score, kid, precision_recall
+from metrics import anomaly, frechet, inception_score, kid, ppl, precision_recall
 from metrics import swd as swd_module  # the metric function `swd` below takes the plain name
 from metrics.options import MetricOptions
 from metrics.progress import format_time
@@ -115,6 +115,38 @@ def fid10k(opts):
     _with_dataset(opts, FULL)
     return dict(fid10k=frechet.compute_fid(opts, max_real=opts.option("max_real", None),
                                            num_gen=opts.option("num_gen", 10000)))
+
+
+def _ppl(opts, name, space, sampling, crop):
+    """PPL with the host's settings: 50k path samples, epsilon 1e-4, 2 paths per step."""
+    value = ppl.compute_ppl(opts, num_samples=opts.option("num_gen", 50000), epsilon=opts.option("epsilon", 1e-4),
+                            space=space, sampling=sampling, crop=crop, batch_size=opts.option("batch_size", 2))
+    return {name: value}
+
+
+@register_metric("Perceptual path length in Z, full paths, face crop (LPIPS, 50k samples)")
+def ppl_zfull(opts):
+    return _ppl(opts, "ppl_zfull", space="z", sampling="full", crop=True)
+
+
+@register_metric("Perceptual path length in W, full paths, face crop (LPIPS, 50k samples)")
+def ppl_wfull(opts):
+    return _ppl(opts, "ppl_wfull", space="w", sampling="full", crop=True)
+
+
+@register_metric("Perceptual path length in Z, path ends, face crop (LPIPS, 50k samples)")
+def ppl_zend(opts):
+    return _ppl(opts, "ppl_zend", space="z", sampling="end", crop=True)
+
+
+@register_metric("Perceptual path length in W, path ends, face crop (LPIPS, 50k samples)")
+def ppl_wend(opts):
+    return _ppl(opts, "ppl_wend", space="w", sampling="end", crop=True)
+
+
+@register_metric("Perceptual path length in W, path ends, whole image (StyleGAN2's PPL; LPIPS, 50k samples)")
+def ppl2_wend(opts):
+    return _ppl(opts, "ppl2_wend", space="w", sampling="end", crop=False)
 
 
 @register_metric("Sliced Wasserstein distance x1e3 on Laplacian-pyramid patches, 16k images (no network)")
