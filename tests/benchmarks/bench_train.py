@@ -33,7 +33,7 @@ from training.training_loop import _limit_cpu_threads  # noqa: E402
 from training.util import construct_class_by_name  # noqa: E402
 
 # arch -> (--cfg, --batch, default measured steps)
-ARCHS = {"cpu": ("cpu", 16, 24), "cifar": ("cifar", 8, 3)}
+ARCHS = {"cpu": ("cpu", 16, 24), "cifar": ("cifar", 8, 9)}
 VARIANTS = {
     "baseline": None,
     "nda weighted": dict(nda="jigsaw,stitch", nda_mode="weighted"),
