@@ -43,6 +43,11 @@ def _stop_with_code_worker(rank, code):
         raise SystemExit(code)
 
 
+def _stop_with_message_worker(rank, out_dir):
+    sys.stderr = open(os.path.join(out_dir, "stderr%d.txt" % rank), "w")
+    raise SystemExit("rank %d: stopping on purpose" % rank)
+
+
 def _raise_worker(rank):
     raise ValueError("rank %d failed on purpose" % rank)
 
@@ -56,6 +61,18 @@ def test_a_child_that_stops_on_purpose_ends_launch_with_its_exit_code():
         assert exc.code == 3
     else:
         raise AssertionError("launch returned although a child exited with code 3")
+
+
+def test_a_child_stopping_with_a_message_prints_it_and_exits_with_1(tmp_path):
+    try:
+        distributed.launch(_stop_with_message_worker, 2, device="cpu", args=(str(tmp_path),))
+    except SystemExit as exc:
+        assert exc.code == 1
+    else:
+        raise AssertionError("launch returned although the children exited with a message")
+    # whichever child exited first said why (the other may have been stopped by then)
+    said = [(tmp_path / ("stderr%d.txt" % r)).read_text() for r in range(2) if (tmp_path / ("stderr%d.txt" % r)).exists()]
+    assert any("stopping on purpose" in text for text in said)
 
 
 def test_a_child_exception_reaches_the_parent_with_its_message():

@@ -61,7 +61,11 @@ def broadcast_object(obj, src=0):
 
 
 def _exit_status(exc):
-    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    """The status ``SystemExit`` would give; a message is printed, as the interpreter would."""
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1
 
 
 def exit_process(status):
