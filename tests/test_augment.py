@@ -186,3 +186,43 @@ def test_bad_images_and_mismatched_params():
     params = p.sample([2, 3, 8, 8], generator=gen())
     with pytest.raises(ValueError, match="sampled for shape"):
         p.apply(torch.zeros([3, 3, 8, 8]), params)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_grid_sample_fallback_for_old_torch_is_right_to_second_order(monkeypatch, mode):
+    """Torch <= 2.0 cannot differentiate grid_sample's backward (R1 through the augment pipe needs
+    it). For a fixed grid, sampling is a matrix M on the flattened images: the fallback must give
+    y = M x, dL/dx = M^T w for L = <y, w>, and d||M^T w||^2/dw = 2 M M^T w (w stands for D's
+    parameters, which R1's penalty reaches through the backward). M comes from first-order
+    autograd only, so this holds on any torch."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn([2, 3, 5, 6], generator=g, dtype=torch.float64, requires_grad=True)
+    grid = torch.rand([2, 4, 7, 2], generator=g, dtype=torch.float64) * 2.4 - 1.2
+    kwargs = dict(mode=mode, padding_mode="reflection", align_corners=False)
+    weight = torch.randn([2, 3, 4, 7], generator=g, dtype=torch.float64, requires_grad=True)
+    M = torch.autograd.functional.jacobian(lambda t: torch.nn.functional.grid_sample(t, grid, **kwargs), x.detach())
+    M = M.reshape(weight.numel(), x.numel())
+
+    monkeypatch.setattr(A, "_grid_sample_double_backward", False)  # as on old torch
+    y = A._grid_sample(x, grid, **kwargs)
+    (gx,) = torch.autograd.grad((y * weight).sum(), x, create_graph=True)
+    (g_weight,) = torch.autograd.grad(gx.square().sum(), weight)
+    w = weight.detach().flatten()
+    torch.testing.assert_close(y.detach().flatten(), M @ x.detach().flatten())
+    torch.testing.assert_close(gx.detach().flatten(), M.T @ w)
+    torch.testing.assert_close(g_weight.flatten(), 2 * M @ (M.T @ w))
+    assert torch.autograd.gradgradcheck(lambda t: A._GridSampleLinear.apply(t, grid, kwargs), (x,))
+
+
+def test_grid_sample_probe_matches_this_torch(monkeypatch):
+    monkeypatch.setattr(A, "_grid_sample_double_backward", None)  # probe afresh
+    x = torch.randn([1, 1, 3, 3], requires_grad=True)
+    w = torch.randn([1, 1, 2, 2], requires_grad=True)
+    try:
+        (gx,) = torch.autograd.grad((torch.nn.functional.grid_sample(x, torch.zeros([1, 2, 2, 2]), align_corners=False) * w).sum(),
+                                    x, create_graph=True)
+        torch.autograd.grad(gx.sum(), w)
+        native = True
+    except RuntimeError:
+        native = False
+    assert A._has_grid_sample_double_backward() is native

@@ -48,8 +48,9 @@ class TinyG(torch.nn.Module):
         self.z_dim, self.c_dim, self.img_resolution, self.img_channels = z_dim, c_dim, RES, 3
         self.fc = torch.nn.Linear(z_dim + c_dim, 3 * 4 * 4)
         g = torch.Generator().manual_seed(0)
-        torch.nn.init.normal_(self.fc.weight, generator=g)
-        torch.nn.init.normal_(self.fc.bias, generator=g)
+        with torch.no_grad():  # not nn.init.normal_(..., generator=g): torch 2.0 has no such keyword
+            self.fc.weight.normal_(generator=g)
+            self.fc.bias.normal_(generator=g)
         self.shift = shift
 
     def forward(self, z, c, **_kwargs):

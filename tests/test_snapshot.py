@@ -103,6 +103,18 @@ def test_non_snapshots_give_one_line_value_errors(tmp_path, content):
         snapshot.load_network_file(str(tmp_path / "other.pt"))
 
 
+def test_pt_snapshots_on_torch_without_weights_only_say_what_to_do(tmp_path, monkeypatch):
+    stem, *_ = write_tiny_snapshot(tmp_path)
+    real_load = torch.load
+
+    def old_torch_load(f, map_location=None, pickle_module=pickle, **pickle_load_args):  # torch < 1.13's signature
+        return real_load(f, map_location=map_location, weights_only=True)
+
+    monkeypatch.setattr(torch, "load", old_torch_load)
+    with pytest.raises(ValueError, match="needs torch >= 1.13.*load the .pkl snapshot beside it"):
+        snapshot.read_weights_file(stem + ".pt")
+
+
 def test_pickle_globals_sees_every_import():
     payload = pickle.dumps(dict(a=ForeignPipe, b=torch.nn.Linear(1, 1), c=[1, "x"]), protocol=pickle.HIGHEST_PROTOCOL)
     found = snapshot.pickle_globals(payload)

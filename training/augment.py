@@ -371,13 +371,77 @@ def _sampling_grid(geom, out_h, out_w, in_h, in_w, step, origin_x, origin_y, shi
     return grid.reshape(geom.shape[0], out_h, out_w, 2)
 
 
+class _GridSampleLinear(torch.autograd.Function):
+    """``F.grid_sample`` as a linear map of the images for a constant grid, with a backward that
+    is itself differentiable. Older torch (2.0 and before) has no derivative for
+    ``grid_sampler_2d_backward``, so the R1 penalty (a gradient of D(augment(reals)) w.r.t. the
+    reals, then backpropagated) fails there; this gives the same values using public API only."""
+
+    @staticmethod
+    def forward(ctx, images, grid, kwargs):
+        ctx.save_for_backward(grid)
+        ctx.kwargs, ctx.shape = kwargs, images.shape
+        return F.grid_sample(images, grid, **kwargs)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grid, = ctx.saved_tensors
+        return _GridSampleAdjoint.apply(grad_out, grid, ctx.shape, ctx.kwargs), None, None
+
+
+class _GridSampleAdjoint(torch.autograd.Function):
+    """The transpose of _GridSampleLinear (its first-order backward); its own backward is the
+    forward sampling again."""
+
+    @staticmethod
+    def forward(ctx, grad_out, grid, shape, kwargs):
+        ctx.save_for_backward(grid)
+        ctx.kwargs = kwargs
+        with torch.enable_grad():
+            x = grad_out.new_zeros(shape).requires_grad_(True)
+            y = F.grid_sample(x, grid, **kwargs)
+        return torch.autograd.grad(y, x, grad_out)[0]
+
+    @staticmethod
+    def backward(ctx, grad_grad):
+        grid, = ctx.saved_tensors
+        return _GridSampleLinear.apply(grad_grad, grid, ctx.kwargs), None, None, None
+
+
+_grid_sample_double_backward = None  # probed once: does this torch differentiate grid_sample twice?
+
+
+def _has_grid_sample_double_backward():
+    global _grid_sample_double_backward
+    if _grid_sample_double_backward is None:
+        try:
+            with torch.enable_grad():
+                x = torch.zeros(1, 1, 2, 2, requires_grad=True)
+                go = torch.ones(1, 1, 1, 1, requires_grad=True)
+                y = F.grid_sample(x, torch.zeros(1, 1, 1, 2), mode="bilinear", align_corners=False)
+                gx, = torch.autograd.grad(y, x, go, create_graph=True)
+                torch.autograd.grad(gx.sum(), go)
+            _grid_sample_double_backward = True
+        except RuntimeError:  # "derivative for aten::grid_sampler_2d_backward is not implemented"
+            _grid_sample_double_backward = False
+    return _grid_sample_double_backward
+
+
+def _grid_sample(images, grid, **kwargs):
+    """F.grid_sample, twice differentiable w.r.t. the images on every torch (see _GridSampleLinear).
+    The fallback treats the grid as a constant, which the pipeline's grids are."""
+    if grid.requires_grad or not torch.is_grad_enabled() or _has_grid_sample_double_backward():
+        return F.grid_sample(images, grid, **kwargs)
+    return _GridSampleLinear.apply(images, grid, kwargs)
+
+
 def _resample_exact(images, geom):
     """Pixel-exact transforms (flips, quarter turns, integer shifts): every output pixel centre
     lands on an input pixel centre, so nearest sampling copies values exactly (rounding in the
     normalised coordinates cannot blend neighbours) and still passes gradients back."""
     n, c, h, w = images.shape
     grid = _sampling_grid(geom, h, w, h, w, 1.0, -(w - 1) / 2, -(h - 1) / 2)
-    return F.grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="reflection",
+    return _grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="reflection",
                          align_corners=False)
 
 
@@ -447,7 +511,7 @@ def _resample_filtered(images, geom, lowpass):
     offset = _upsample_offset(lowpass)
     grid = _sampling_grid(geom, out_h, out_w, h, w, 0.5, -border / 2 + offset - (w - 1) / 2,
                           -border / 2 + offset - (h - 1) / 2, shift=-2 * offset - 0.5)
-    x = F.grid_sample(upsampled, grid.to(images.dtype), mode="bilinear", padding_mode="reflection",
+    x = _grid_sample(upsampled, grid.to(images.dtype), mode="bilinear", padding_mode="reflection",
                       align_corners=False)
     down = lowpass / math.sqrt(2)
     x = _filter_axis(x, down, 3, stride=2)

@@ -13,6 +13,7 @@ Both are written atomically (temp file + os.replace), the .pkl first: a .pt on d
 """
 
 import copy
+import inspect
 import io
 import os
 import pickle
@@ -158,8 +159,17 @@ def _build_network(record, path, name):
     return module.eval().requires_grad_(False)
 
 
+def _torch_loads_weights_only():
+    # torch.load(weights_only=True) exists from torch 1.13; older torch would hand the keyword to
+    # pickle and fail in a way that looks like a bad file.
+    return "weights_only" in inspect.signature(torch.load).parameters
+
+
 def read_weights_file(path):
     """The raw content of a .pt snapshot (plain data and tensors; no code runs)."""
+    if not _torch_loads_weights_only():
+        raise ValueError("reading %s safely needs torch >= 1.13 (torch.load(weights_only=True)); load the "
+                         ".pkl snapshot beside it instead, or update torch" % path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip/pickle/format errors of any kind mean: not our file
