@@ -105,16 +105,17 @@ class FeatureStats:
         return stats
 
 
-def _world():
+def world_and_rank():
+    """``(world size, rank)`` of torch.distributed, ``(1, 0)`` in a single process."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
 
 
-def _gather_rows(x):
+def gather_rows(x):
     """All ranks' rows of one step, interleaved so row order matches the item order."""
-    world, _ = _world()
+    world, _ = world_and_rank()
     if world == 1:
         return x
     parts = [torch.empty_like(x) for _ in range(world)]
@@ -150,13 +151,13 @@ def iterate_dataset(dataset, num_items, batch_size, rank=0, world=1, num_workers
 def dataset_features(dataset, detector, detector_kwargs, device, stats, batch_size=64, progress=None,
                      num_workers=0, transform=None):
     """Fill ``stats`` (its ``max_items`` = how many dataset items) with features of the dataset."""
-    world, rank = _world()
+    world, rank = world_and_rank()
     num_items = stats.max_items if stats.max_items is not None else len(dataset)
     for images, _labels in iterate_dataset(dataset, num_items, batch_size, rank, world, num_workers):
         images = to_rgb_uint8(images.to(device))
         if transform is not None:
             images = transform(images)
-        stats.append(_gather_rows(detector(images, **detector_kwargs)).cpu().numpy())
+        stats.append(gather_rows(detector(images, **detector_kwargs)).cpu().numpy())
         if progress is not None:
             progress.update(stats.num_items)
     return stats
@@ -201,14 +202,14 @@ def generator_features(G, dataset, detector, detector_kwargs, device, stats, see
     ``seed`` (each rank draws from its own seeded generator)."""
     if stats.max_items is None:
         raise ValueError("generator features need a sample count (max_items)")
-    world, rank = _world()
+    world, rank = world_and_rank()
     batch_gen = batch_gen or min(batch_size, 8)
     generator = torch.Generator().manual_seed(int(seed) * 1000003 + rank)
     with seeded_global_rng(int(seed) * 1000003 + rank + 1, device):
         while not stats.is_full():
             images = torch.cat([generate_images(G, dataset, batch_gen, device, generator, G_kwargs)
                                 for _ in range(max(batch_size // batch_gen, 1))])
-            stats.append(_gather_rows(detector(to_rgb_uint8(images), **detector_kwargs)).cpu().numpy())
+            stats.append(gather_rows(detector(to_rgb_uint8(images), **detector_kwargs)).cpu().numpy())
             if progress is not None:
                 progress.update(stats.num_items)
     return stats

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from metrics.features import _gather_rows, _world, sample_labels, seeded_global_rng
+from metrics.features import gather_rows, sample_labels, seeded_global_rng, world_and_rank
 
 SPACES = ("z", "w")
 SAMPLINGS = ("full", "end")
@@ -121,7 +121,7 @@ def compute_ppl(opts, num_samples, epsilon, space, sampling, crop, batch_size):
     G = opts.G
     lpips_net = opts.detector("vgg16")
     lpips = lambda images: lpips_net(images, resize_images=False, return_lpips=True)  # noqa: E731
-    world, rank = _world()
+    world, rank = world_and_rank()
     dataset = opts.dataset() if G.c_dim else None
     generator = torch.Generator().manual_seed(int(opts.seed) * 1000003 + rank)
     per_step = batch_size * world
@@ -136,7 +136,7 @@ def compute_ppl(opts, num_samples, epsilon, space, sampling, crop, batch_size):
                 c = torch.zeros([batch_size, 0])
             d = step_distances(G, lpips, z0.to(opts.device), z1.to(opts.device), c.to(opts.device),
                                t.to(opts.device), epsilon, space, crop, generator)
-            distances.append(_gather_rows(d).cpu())
+            distances.append(gather_rows(d).cpu())
             progress.update(min(done + per_step, num_samples))
     if opts.rank != 0:
         return float("nan")
