@@ -48,6 +48,17 @@ def _stop_with_message_worker(rank, out_dir):
     raise SystemExit("rank %d: stopping on purpose" % rank)
 
 
+def _atexit_worker(rank, out_dir):
+    import atexit
+
+    atexit.register(lambda: open(os.path.join(out_dir, "atexit%d.txt" % rank), "w").close())
+
+
+def test_children_end_without_interpreter_teardown_but_run_their_atexit_hooks(tmp_path):
+    distributed.launch(_atexit_worker, 2, device="cpu", args=(str(tmp_path),))
+    assert sorted(os.listdir(tmp_path)) == ["atexit0.txt", "atexit1.txt"]
+
+
 def _raise_worker(rank):
     raise ValueError("rank %d failed on purpose" % rank)
 

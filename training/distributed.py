@@ -8,6 +8,7 @@ Two ways in, one code path:
 Backend: NCCL on GPUs, gloo on the CPU (so several CPU processes also work, e.g. in tests).
 """
 
+import atexit
 import gc
 import os
 import sys
@@ -75,10 +76,12 @@ def exit_process(status):
     Why: when gloo's C++ process group (or work it still holds) outlives destroy_process_group,
     its worker threads are torn down during interpreter finalisation, which can abort the process
     ("terminate called without an active exception", SIGABRT) after training has succeeded. Every
-    file we write is closed (and renamed into place) before this point, so nothing is lost.
+    file we write is closed (and renamed into place) before this point, and ``atexit`` hooks are
+    run here, so nothing is lost.
     """
     close_process_group()
     gc.collect()
+    atexit._run_exitfuncs()  # Python-level exit hooks (a plugin's logger flushing, say) still run
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
