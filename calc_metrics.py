@@ -17,8 +17,7 @@ METRIC_DETECTORS = {
     "fid50k_full": ["inception"], "kid50k_full": ["inception"], "is50k": ["inception"],
     "fid50k": ["inception"], "kid50k": ["inception"], "fid10k": ["inception"],
     "pr50k3_full": ["vgg16"], "pr50k3": ["vgg16"],
-    "ppl_zfull": ["vgg16"], "ppl_wfull": ["vgg16"], "ppl_zend": ["vgg16"], "ppl_wend": ["vgg16"],
-    "ppl2_wend": ["vgg16"],
+    **{name: ["vgg16"] for name in registry.PPL_METRICS},  # LPIPS
 }
 NEEDS_D = ("nda_auroc",)
 

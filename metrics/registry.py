@@ -117,36 +117,30 @@ def fid10k(opts):
                                            num_gen=opts.option("num_gen", 10000)))
 
 
-def _ppl(opts, name, space, sampling, crop):
-    """PPL with the host's settings: 50k path samples, epsilon 1e-4, 2 paths per step."""
-    value = ppl.compute_ppl(opts, num_samples=opts.option("num_gen", 50000), epsilon=opts.option("epsilon", 1e-4),
-                            space=space, sampling=sampling, crop=crop, batch_size=opts.option("batch_size", 2))
-    return {name: value}
+# The host's five path-length metrics: name -> (space, sampling, face crop, description).
+PPL_METRICS = {
+    "ppl_zfull": ("z", "full", True, "Perceptual path length in Z, full paths, face crop (LPIPS, 50k samples)"),
+    "ppl_wfull": ("w", "full", True, "Perceptual path length in W, full paths, face crop (LPIPS, 50k samples)"),
+    "ppl_zend": ("z", "end", True, "Perceptual path length in Z, path ends, face crop (LPIPS, 50k samples)"),
+    "ppl_wend": ("w", "end", True, "Perceptual path length in W, path ends, face crop (LPIPS, 50k samples)"),
+    "ppl2_wend": ("w", "end", False, "Perceptual path length in W, path ends, whole image (StyleGAN2's PPL; "
+                                     "LPIPS, 50k samples)"),
+}
 
 
-@register_metric("Perceptual path length in Z, full paths, face crop (LPIPS, 50k samples)")
-def ppl_zfull(opts):
-    return _ppl(opts, "ppl_zfull", space="z", sampling="full", crop=True)
+def _register_ppl(name, space, sampling, crop, description):
+    def metric(opts):
+        """PPL with the host's settings: 50k path samples, epsilon 1e-4, 2 paths per step."""
+        value = ppl.compute_ppl(opts, num_samples=opts.option("num_gen", 50000), epsilon=opts.option("epsilon", 1e-4),
+                                space=space, sampling=sampling, crop=crop, batch_size=opts.option("batch_size", 2))
+        return {name: value}
+
+    metric.__name__ = name
+    register_metric(description)(metric)
 
 
-@register_metric("Perceptual path length in W, full paths, face crop (LPIPS, 50k samples)")
-def ppl_wfull(opts):
-    return _ppl(opts, "ppl_wfull", space="w", sampling="full", crop=True)
-
-
-@register_metric("Perceptual path length in Z, path ends, face crop (LPIPS, 50k samples)")
-def ppl_zend(opts):
-    return _ppl(opts, "ppl_zend", space="z", sampling="end", crop=True)
-
-
-@register_metric("Perceptual path length in W, path ends, face crop (LPIPS, 50k samples)")
-def ppl_wend(opts):
-    return _ppl(opts, "ppl_wend", space="w", sampling="end", crop=True)
-
-
-@register_metric("Perceptual path length in W, path ends, whole image (StyleGAN2's PPL; LPIPS, 50k samples)")
-def ppl2_wend(opts):
-    return _ppl(opts, "ppl2_wend", space="w", sampling="end", crop=False)
+for _name, _settings in PPL_METRICS.items():
+    _register_ppl(_name, *_settings)
 
 
 @register_metric("Sliced Wasserstein distance x1e3 on Laplacian-pyramid patches, 16k images (no network)")
