@@ -19,20 +19,36 @@ Modes (``nda_mode``):
   groups at a time; sample ``i`` is in group ``i % (N // group_size)``) is replaced by negatives
   with their source labels before the host's ``run_D`` sees it. No extra D pass; negatives take
   the host's own fake loss.
+- ``reweight``: a control for studies, not NDA: G's fake term is scaled by ``lambda`` exactly as
+  in ``weighted`` mode, and no negatives are made. A difference between ``weighted`` and
+  ``reweight`` comes from the negatives, not from down-weighting the fakes.
+
+``nda_start_kimg``: before that many thousand real images, the host's loss runs untouched (no
+negatives, no scaling): a warm-up curriculum, as the official code offers.
+
+Randomness: the negatives of a D main step come from a generator seeded afresh for that step,
+from (base seed, steps taken since the base seed changed). The base is ``torch.initial_seed()``
+unless ``nda_seed`` is given (then ``nda_seed`` mixed with the process's rank). Our trainer
+reseeds torch before every round from (seed, iteration, phase, global round index), so there the
+negatives are a function of exactly that: exact on resume, distinct per rank, and the same for
+1 or N processes at the same global batch. A fork that seeds torch once per rank gets a stream
+per (seed, rank, step); the step count is part of ``state_dict()``.
 
 Negatives are made from the same real minibatch in the same D step, without gradient, and keep
 their source labels. A negative whose ``valid_mask`` is False (it equals its source) is left out
 of the NDA term. Statistics: ``pop_stats()`` and, inside a fork, ``torch_utils.training_stats``.
 """
 
+import hashlib
 import importlib
 import inspect
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 D_MAIN_PHASES = ("Dmain", "Dboth")
-MODES = ("weighted", "mixture")
+MODES = ("weighted", "mixture", "reweight")
 LOSSES = ("logistic", "hinge")
 STAT_NAMES = ("Loss/NDA/score", "Loss/NDA/loss", "Loss/NDA/masked")
 
@@ -118,6 +134,19 @@ def _optional_training_stats():
     return module if hasattr(module, "report") else None
 
 
+def step_seed(base, step):
+    """The seed of one D main step's negatives: a 63-bit hash of (base seed, step index)."""
+    digest = hashlib.blake2b(repr(("nda-step", int(base), int(step))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _world_and_rank():
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
 def _build_pipe(spec):
     if spec is None:
         return None
@@ -135,14 +164,16 @@ class NDALoss(object):
 
     Args: ``nda_inner_class_name`` dotted path of the host's loss class; ``nda_spec`` a ``--nda``
     spec text (or an NDAPipe-like callable, or None = off); ``nda_lambda`` in (0, 1]: the weight of
-    the host's fakes (negatives get ``1 - lambda``); ``nda_mode`` ``"weighted"`` | ``"mixture"``;
-    ``nda_loss`` ``"logistic"`` | ``"hinge"`` (weighted mode only); ``nda_seed`` seed of the
-    negatives' generator (default: ``torch.initial_seed()``, which hosts set per rank). Every other
-    keyword goes to the host's loss unchanged.
+    the host's fakes (negatives get ``1 - lambda``); ``nda_mode`` ``"weighted"`` | ``"mixture"`` |
+    ``"reweight"`` (the control: scaling only, needs no spec); ``nda_loss`` ``"logistic"`` |
+    ``"hinge"`` (weighted mode only); ``nda_start_kimg`` kimg before which the host's loss runs
+    untouched; ``nda_seed`` base seed of the negatives (default: ``torch.initial_seed()`` at each
+    step, see the module's notes on randomness). Every other keyword goes to the host's loss
+    unchanged.
     """
 
     def __init__(self, nda_inner_class_name, nda_spec=None, nda_lambda=0.25, nda_mode="weighted",
-                 nda_loss="logistic", nda_seed=None, **host_kwargs):
+                 nda_loss="logistic", nda_start_kimg=0, nda_seed=None, **host_kwargs):
         if isinstance(nda_lambda, bool) or not isinstance(nda_lambda, (int, float)) or not 0 < nda_lambda <= 1:
             raise ValueError("nda_lambda=%r is not allowed; use a number in (0, 1] (the paper uses 0.25)" % (nda_lambda,))
         if nda_mode not in MODES:
@@ -152,16 +183,27 @@ class NDALoss(object):
         if nda_mode == "mixture" and nda_loss != "logistic":
             raise ValueError("nda_loss=%r needs nda_mode='weighted': in mixture mode negatives take the "
                              "host's own (logistic) fake loss" % (nda_loss,))
+        if isinstance(nda_start_kimg, bool) or not isinstance(nda_start_kimg, (int, float)) or not 0 <= nda_start_kimg < float("inf"):
+            raise ValueError("nda_start_kimg=%r is not allowed; use a number of kimg >= 0 (0: NDA from the start)"
+                             % (nda_start_kimg,))
+        if nda_mode == "reweight" and nda_spec is not None:
+            raise ValueError("nda_mode='reweight' makes no negatives; give nda_spec=None (it is the control "
+                             "arm of weighted mode: fakes scaled by nda_lambda, nothing else)")
         self.nda_lambda = float(nda_lambda)
         self.nda_mode = nda_mode
         self.nda_loss = nda_loss
+        self.nda_start_kimg = float(nda_start_kimg)
         self.inner = import_class(nda_inner_class_name)(**host_kwargs)
         self.style = host_style(self.inner)
         self._inner_signature = inspect.signature(self.inner.accumulate_gradients)
         self.pipe = _build_pipe(nda_spec)
         self.group_size = mbstd_group_size(host_kwargs.get("D"))
+        self.nda_seed = None if nda_seed is None else int(nda_seed)
         self.generator = torch.Generator()
-        self.generator.manual_seed(int(torch.initial_seed() if nda_seed is None else nda_seed) % (2 ** 63))
+        self._seed_base = None  # base seed of the last step, and steps taken since it changed
+        self._seed_steps = 0
+        self._seen_nimg = 0  # real images seen in D main steps (all ranks): the kimg of sync-style hosts
+        self._warned_unscaled = False
         self._training_stats = _optional_training_stats()
         self._stat_sums = {}
         self._step = None  # state of the D main step in progress, None outside one
@@ -183,11 +225,12 @@ class NDALoss(object):
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, *args, **kwargs):
         bound = self._inner_signature.bind(phase, real_img, real_c, gen_z, gen_c, *args, **kwargs)
-        if phase not in D_MAIN_PHASES or self.pipe is None:
+        if phase not in D_MAIN_PHASES or not self._active(bound, real_img):
             return self.inner.accumulate_gradients(*bound.args, **bound.kwargs)
+        self._seed_step()
         gain = bound.arguments["gain"]
-        step = {"real_img": real_img, "real_c": real_c, "gen_img": None, "real_call": None}
-        if self.nda_mode == "mixture":
+        step = {"real_img": real_img, "real_c": real_c, "gen_img": None, "real_call": None, "fake_seen": False}
+        if self.nda_mode in ("mixture", "reweight"):
             return self._inside_step(step, bound)
         if self.nda_lambda == 1:  # no weight left for negatives
             return self.inner.accumulate_gradients(*bound.args, **bound.kwargs)
@@ -203,12 +246,43 @@ class NDALoss(object):
         self._negative_pass(real_img, real_c, gain, args_D, kwargs_D)
         return result
 
+    def _active(self, bound, real_img):
+        """Whether this D main step gets the NDA treatment: a pipe (or reweight mode) and past
+        the warm-up. Counts the images of sync-style hosts, which do not pass ``cur_nimg``."""
+        if self.pipe is None and self.nda_mode != "reweight":
+            return False
+        if "cur_nimg" in bound.arguments:
+            cur_nimg = int(bound.arguments["cur_nimg"])
+        else:
+            cur_nimg = self._seen_nimg
+            self._seen_nimg += int(real_img.shape[0]) * _world_and_rank()[0]
+        return cur_nimg >= self.nda_start_kimg * 1000
+
+    def _seed_step(self):
+        """Seed ``self.generator`` for this D main step (see the module's notes on randomness)."""
+        if self.nda_seed is None:
+            base = torch.initial_seed()
+        else:
+            base = step_seed(self.nda_seed, -1 - _world_and_rank()[1])  # one stream per rank
+        if base != self._seed_base:
+            self._seed_base, self._seed_steps = base, 0
+        self.generator.manual_seed(step_seed(base, self._seed_steps))
+        self._seed_steps += 1
+
     def _inside_step(self, step, bound):
         self._step = step
         try:
-            return self.inner.accumulate_gradients(*bound.args, **bound.kwargs)
+            result = self.inner.accumulate_gradients(*bound.args, **bound.kwargs)
         finally:
             self._step = None
+        if step["gen_img"] is not None and not step["fake_seen"] and not self._warned_unscaled:
+            self._warned_unscaled = True
+            warnings.warn("NDALoss (%s mode): the host's D step never passed the tensor returned by run_G to "
+                          "run_D (cast or augmented in between?), so G's fake term could not be %s; make the "
+                          "host call run_D on run_G's output and cast/augment inside run_D"
+                          % (self.nda_mode, "replaced in part by negatives" if self.nda_mode == "mixture"
+                             else "scaled by nda_lambda"), RuntimeWarning, stacklevel=3)
+        return result
 
     def _run_G(self, *args, **kwargs):
         out = self._host_run_G(*args, **kwargs)
@@ -223,7 +297,8 @@ class NDALoss(object):
         if step["gen_img"] is None or img is not step["gen_img"]:
             step["real_call"] = (args, dict(kwargs))
             return self._host_run_D(img, c, *args, **kwargs)
-        if self.nda_mode == "weighted":
+        step["fake_seen"] = True
+        if self.nda_mode in ("weighted", "reweight"):
             return scale_gradient(self._host_run_D(img, c, *args, **kwargs), self.nda_lambda)
         return self._run_D_mixture(step, img, c, args, kwargs)
 
@@ -272,6 +347,10 @@ class NDALoss(object):
         n = gen_img.shape[0]
         replace = self.mixture_groups(n).to(gen_img.device)
         if not bool(replace.any()):
+            # Nothing replaced: report empty statistics anyway, so every rank reports the same
+            # names in the same order (a fork's training_stats all-reduces them by position).
+            empty = gen_img.new_zeros([0])
+            self._record(empty, empty, torch.zeros([0], dtype=torch.bool, device=gen_img.device))
             return self._host_run_D(gen_img, gen_c, *args, **kwargs)
         real_img, real_c = step["real_img"], step["real_c"]
         source = torch.arange(n, device=real_img.device) % real_img.shape[0]
@@ -308,6 +387,25 @@ class NDALoss(object):
             self._training_stats.report("Loss/NDA/score", scores[valid])
             self._training_stats.report("Loss/NDA/loss", losses[valid])
             self._training_stats.report("Loss/NDA/masked", 1 - valid_f)
+
+    def state_dict(self):
+        """The host loss's state plus NDA's step counters (exact resume)."""
+        host = self.inner.state_dict() if callable(getattr(self.inner, "state_dict", None)) else None
+        nda = {"seed_base": self._seed_base, "seed_steps": self._seed_steps, "seen_nimg": self._seen_nimg}
+        return {"host": host, "nda": nda}
+
+    def load_state_dict(self, state):
+        """Accepts ``state_dict()``'s format and a bare host state (snapshots from before NDA
+        kept its counters)."""
+        if isinstance(state, dict) and set(state) == {"host", "nda"}:
+            host, nda = state["host"], state["nda"] or {}
+            self._seed_base = nda.get("seed_base")
+            self._seed_steps = int(nda.get("seed_steps", 0))
+            self._seen_nimg = int(nda.get("seen_nimg", 0))
+        else:
+            host = state
+        if host is not None and callable(getattr(self.inner, "load_state_dict", None)):
+            self.inner.load_state_dict(host)
 
     def pop_stats(self):
         """Means since the last call: D's score on negatives, the NDA loss, the masked share

@@ -1,9 +1,10 @@
 """The trainer plugin (entry point ``nda`` in group ``stylegan.trainer_plugins``).
 
-It adds ``--nda``, ``--nda-lambda``, ``--nda-mode`` and ``--nda-loss`` to a trainer's ``train.py``
-(ours, or a fork patched by ``nda-stylegan patch``) and, when ``--nda`` is given, rewrites the
-training config so that the host builds :class:`nda_stylegan.loss.NDALoss` around its own loss
-class. Without ``--nda`` the config is left untouched.
+It adds ``--nda``, ``--nda-lambda``, ``--nda-mode``, ``--nda-loss`` and ``--nda-start-kimg`` to a
+trainer's ``train.py`` (ours, or a fork patched by ``nda-stylegan patch``) and, when ``--nda`` is
+given, rewrites the training config so that the host builds :class:`nda_stylegan.loss.NDALoss`
+around its own loss class. ``--nda-mode=reweight`` (without ``--nda``) builds the control arm of a
+study: G's fakes scaled by lambda, no negatives. Without either the config is left untouched.
 """
 
 import math
@@ -12,7 +13,8 @@ import click
 
 LOSS_CLASS = "nda_stylegan.loss.NDALoss"
 DEFAULT_LAMBDA = 0.25
-MODES = ("weighted", "mixture")
+MODES = ("weighted", "mixture", "reweight")
+OFF_WORDS = ("none", "off")
 LOSS_CHOICES = ("auto", "logistic", "hinge")
 
 
@@ -41,13 +43,16 @@ class NDAPlugin(object):
                               "[default: %g]" % DEFAULT_LAMBDA),
             click.Option(["--nda-mode"], type=click.Choice(MODES), default=None,
                          help="weighted: extra D pass on negatives; mixture: negatives replace part of "
-                              "the fake batch  [default: weighted]"),
+                              "the fake batch; reweight (without --nda): a study's control, fakes scaled "
+                              "by lambda and no negatives  [default: weighted]"),
             click.Option(["--nda-loss"], type=click.Choice(LOSS_CHOICES), default=None,
                          help="Loss of the NDA term; auto = the host's logistic  [default: auto]"),
+            click.Option(["--nda-start-kimg"], type=float, default=None, metavar="FLOAT", callback=_check_start,
+                         help="Switch NDA on only after this many kimg (a warm-up without it)  [default: 0]"),
         ]
 
     def option_names(self):
-        return ["nda", "nda_lambda", "nda_mode", "nda_loss"]
+        return ["nda", "nda_lambda", "nda_mode", "nda_loss", "nda_start_kimg"]
 
     def rewrite_config(self, config, options):
         """Point ``config['loss_kwargs']`` at NDALoss around the host's loss class; return the
@@ -58,7 +63,13 @@ class NDAPlugin(object):
             raise click.UsageError("nda plugin: unknown option(s) %s; known: %s"
                                    % (", ".join(unknown), ", ".join(self.option_names())))
         spec = options.get("nda")
-        if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "none", "off")):
+        if isinstance(spec, str) and not spec.strip():
+            raise click.BadParameter("the spec is empty (an unset shell variable?); give negatives such as "
+                                     "'jigsaw,stitch', or --nda=none to train without NDA", param_hint="'--nda'")
+        if isinstance(spec, str) and spec.strip().lower() in OFF_WORDS:
+            spec = None
+        mode = options.get("nda_mode")
+        if spec is None and mode != "reweight":
             given = [n for n in self.option_names()[1:] if options.get(n) is not None]
             if given:
                 raise click.UsageError("--%s has no effect without --nda; add --nda=SPEC (e.g. --nda=jigsaw)"
@@ -66,7 +77,7 @@ class NDAPlugin(object):
             return None
         lam = options.get("nda_lambda")
         lam = DEFAULT_LAMBDA if lam is None else _check_lambda(None, None, float(lam))
-        mode = options.get("nda_mode") or "weighted"
+        mode = mode or "weighted"
         if mode not in MODES:
             raise click.BadParameter("%r is not one of %s" % (mode, ", ".join(MODES)), param_hint="'--nda-mode'")
         loss = options.get("nda_loss") or "auto"
@@ -76,13 +87,25 @@ class NDAPlugin(object):
         if mode == "mixture" and loss != "logistic":
             raise click.UsageError("--nda-loss=%s needs --nda-mode=weighted: in mixture mode negatives take the "
                                    "host's own logistic fake loss" % loss)
-        from .spec import parse_spec, spec_slug  # late: parsing loads the negatives' registry
+        start = options.get("nda_start_kimg")
+        start = 0.0 if start is None else _check_start(None, None, float(start))
+        if mode == "reweight":
+            if spec is not None:
+                raise click.UsageError("--nda-mode=reweight makes no negatives; drop --nda (reweight is the control "
+                                       "arm: G's fakes scaled by --nda-lambda, nothing else)")
+            if options.get("nda_loss") is not None:
+                raise click.UsageError("--nda-loss has no effect with --nda-mode=reweight (there is no NDA term)")
+            slug = "reweight"
+        else:
+            from .spec import parse_spec, spec_slug  # late: parsing loads the negatives' registry
 
-        try:
-            parse_spec(spec)
-            slug = spec_slug(spec)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--nda'")
+            try:
+                parse_spec(spec)
+                slug = spec_slug(spec)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="'--nda'")
+        if start:
+            slug += "-start%g" % start
 
         loss_kwargs = config.get("loss_kwargs") if hasattr(config, "get") else None
         if loss_kwargs is None or not loss_kwargs.get("class_name"):
@@ -100,6 +123,8 @@ class NDAPlugin(object):
         loss_kwargs["nda_lambda"] = float(lam)
         loss_kwargs["nda_mode"] = mode
         loss_kwargs["nda_loss"] = loss
+        if start:  # only when set: configs of runs without a warm-up stay as they were
+            loss_kwargs["nda_start_kimg"] = float(start)
         for key, value in host_kwargs:
             loss_kwargs[key] = value
         return "nda-" + slug

@@ -299,6 +299,7 @@ def test_stats_and_pop_resets():
 
 
 def test_real_pipe_end_to_end_with_seed():
+    from nda_stylegan.loss import step_seed
     from nda_stylegan.pipe import NDAPipe
 
     G, D, aug, inner, kwargs = make_host("cur_nimg", augment=False)
@@ -306,13 +307,190 @@ def test_real_pipe_end_to_end_with_seed():
     real, real_c, gen_z, gen_c = batch = make_batch()
     D.inputs.clear()
     run_phase(loss, "Dmain", D, batch, "cur_nimg")
-    want_neg, want_c, want_valid = NDAPipe("jigsaw,stitch")(real, real_c, generator=torch.Generator().manual_seed(7))
+    # Step 0 of rank 0's stream: documented as step_seed(step_seed(nda_seed, -1 - rank), step).
+    seed = step_seed(step_seed(7, -1), 0)
+    want_neg, want_c, want_valid = NDAPipe("jigsaw,stitch")(real, real_c, generator=torch.Generator().manual_seed(seed))
     neg_img, neg_c = D.inputs[-1]
     assert torch.equal(neg_img, want_neg) and torch.equal(neg_c, real_c) and bool(want_valid.all())
     assert not torch.equal(neg_img, real)
     assert set(loss.pop_stats()) >= {"Loss/NDA/score", "Loss/NDA/loss", "Loss/NDA/masked"}
     shots = [loss.snapshot_images(real, real_c)["negatives"] for _ in range(2)]
     assert shots[0].shape == real.shape and torch.equal(shots[0], shots[1])
+
+
+# ---- randomness: a function of (base seed, step), resumable ---------------------------------
+
+class RecordingPipe(object):
+    """Negatives = flips; records the first random number of every generator it is handed."""
+
+    def __init__(self):
+        self.draws = []
+
+    def __call__(self, images, labels=None, generator=None):
+        self.draws.append(torch.randint(1 << 30, [1], generator=generator).item())
+        return images.flip(2), labels, torch.ones(images.shape[0], dtype=torch.bool)
+
+
+def _nda_steps(loss, batch, style, seeds):
+    """One D main step per seed, with torch reseeded before each (as our trainer does per round)."""
+    D = loss.inner.D
+    for seed in seeds:
+        if seed is not None:
+            torch.manual_seed(seed)
+        run_phase(loss, "Dmain", D, batch, style)
+    return list(loss.spec_pipe.draws)
+
+
+def _recording_loss(style="cur_nimg", **extra):
+    G, D, aug, inner, kwargs = make_host(style, augment=False)
+    pipe = RecordingPipe()
+    loss = NDALoss(nda_inner_class_name=inner, nda_spec=pipe, **dict(kwargs, **extra))
+    loss.spec_pipe = pipe
+    return loss
+
+
+def test_negatives_follow_the_step_seed_not_the_construction_time():
+    batch = make_batch()
+    a = _nda_steps(_recording_loss(), batch, "cur_nimg", [11, 12, 13])
+    torch.manual_seed(999)  # a different seed when the loss is built changes nothing
+    b = _nda_steps(_recording_loss(), batch, "cur_nimg", [11, 12, 13])
+    assert a == b and len(set(a)) == 3
+    # A step's negatives depend on its seed only, not on the steps before it.
+    c = _nda_steps(_recording_loss(), batch, "cur_nimg", [12, 11, 14])
+    assert c[:2] == [a[1], a[0]] and c[2] not in a
+    # The same seed twice in a row (a host that never reseeds) still moves on to a new step.
+    d = _nda_steps(_recording_loss(), batch, "cur_nimg", [12, None])
+    assert d[0] == a[1] and d[1] != d[0]
+
+
+def test_a_host_that_seeds_once_gets_a_stream_per_step_that_resumes_from_state_dict():
+    batch = make_batch()
+    torch.manual_seed(5)
+    straight = _nda_steps(_recording_loss("sync"), batch, "sync", [None] * 4)
+    assert len(set(straight)) == 4  # one seed for the whole run, yet every step differs
+    torch.manual_seed(5)
+    first = _recording_loss("sync")
+    _nda_steps(first, batch, "sync", [None] * 2)
+    state = first.state_dict()
+    torch.manual_seed(5)  # a restarted process seeds torch as before
+    second = _recording_loss("sync")
+    second.load_state_dict(state)
+    assert _nda_steps(second, batch, "sync", [None] * 2) == straight[2:]
+
+
+def test_explicit_nda_seed_gives_each_rank_its_own_stream(monkeypatch):
+    import nda_stylegan.loss as loss_mod
+
+    batch = make_batch()
+    draws = []
+    for rank in (0, 1):
+        monkeypatch.setattr(loss_mod, "_world_and_rank", lambda rank=rank: (2, rank))
+        draws.append(_nda_steps(_recording_loss(nda_seed=3), batch, "cur_nimg", [1, 2]))
+    assert draws[0] != draws[1]
+    assert draws[0][0] != draws[0][1]
+
+
+def test_state_dict_wraps_the_host_state_and_accepts_a_bare_one():
+    from training.loss import StyleGAN2Loss  # noqa: F401  (our host has pl_mean state)
+
+    class StatefulHost(NimgHostLoss):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.value = 0.0
+
+        def state_dict(self):
+            return {"value": self.value}
+
+        def load_state_dict(self, state):
+            self.value = state["value"]
+
+    globals()["StatefulHost"] = StatefulHost
+    G, D, aug, inner, kwargs = make_host("cur_nimg")
+    loss = NDALoss(nda_inner_class_name=HERE + ".StatefulHost", nda_spec=FlipPipe([True] * 4), **kwargs)
+    loss.inner.value = 2.5
+    state = loss.state_dict()
+    assert state["host"] == {"value": 2.5} and set(state["nda"]) == {"seed_base", "seed_steps", "seen_nimg"}
+    loss.inner.value = 0
+    loss.load_state_dict(state)
+    assert loss.inner.value == 2.5
+    loss.load_state_dict({"value": 1.5})  # a snapshot written before NDA had counters
+    assert loss.inner.value == 1.5
+
+
+# ---- warm-up and the reweighting-only control --------------------------------------------
+
+@pytest.mark.parametrize("style", STYLES)
+def test_nda_starts_after_the_warm_up(style):
+    G, D, aug, inner, kwargs = make_host(style)
+    pipe = FlipPipe([True] * 4)
+    loss = NDALoss(nda_inner_class_name=inner, nda_spec=pipe, nda_start_kimg=0.008, **kwargs)
+    batch = make_batch()
+    # 4 images per step: steps at images 0 and 4 are warm-up, the one at image 8 has NDA (a
+    # sync-style host passes no cur_nimg: NDALoss counts the images itself).
+    for step in range(3):
+        kw = step_kwargs(style)
+        if style == "cur_nimg":
+            kw["cur_nimg"] = 4 * step
+        D.requires_grad_(True)
+        loss.accumulate_gradients("Dmain", *batch, **kw)
+        assert pipe.calls == (1 if step == 2 else 0)
+
+
+def test_warm_up_gradient_equals_the_hosts_then_the_papers():
+    batch = make_batch()
+    G, D, aug, inner, kwargs = make_host("cur_nimg")
+    loss = NDALoss(nda_inner_class_name=inner, nda_spec=FlipPipe([True] * 4), nda_lambda=0.3, nda_start_kimg=1, **kwargs)
+    before = run_phase(loss, "Dmain", D, batch, "cur_nimg")  # cur_nimg 0 < 1000
+    D.requires_grad_(True)
+    assert_grads_close(before, expected_d_grads(G, D, aug, batch, 1.0, [False] * 4))
+    D.requires_grad_(False)
+    D.requires_grad_(True)
+    for p in D.parameters():
+        p.grad = None
+    loss.accumulate_gradients("Dmain", *batch, gain=1.0, cur_nimg=1000)
+    after = [p.grad.clone() for p in D.parameters()]
+    assert_grads_close(after, expected_d_grads(G, D, aug, batch, 0.3, [True] * 4))
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_reweight_control_scales_fakes_and_makes_no_negatives(style):
+    G, D, aug, inner, kwargs = make_host(style)
+    loss = NDALoss(nda_inner_class_name=inner, nda_spec=None, nda_lambda=0.25, nda_mode="reweight", **kwargs)
+    batch = make_batch()
+    D.inputs.clear()
+    got = run_phase(loss, "Dmain", D, batch, style)
+    assert len(D.inputs) == 2  # fakes and reals only
+    real, real_c, gen_z, gen_c = batch
+    D.requires_grad_(True)
+    D.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        gen = G.synthesis(G.mapping(gen_z, gen_c))
+    (F.softplus(-D(real * 0.9, real_c)).mean() + 0.25 * F.softplus(D(gen * 0.9, gen_c)).mean()).backward()
+    assert_grads_close(got, d_grads(D))
+    with pytest.raises(ValueError, match="reweight"):
+        NDALoss(nda_inner_class_name=inner, nda_spec="jigsaw", nda_mode="reweight", **kwargs)
+
+
+class CastingHostLoss(NimgHostLoss):
+    """A host that casts G's images before run_D: the tensor identity is lost."""
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg):
+        if phase in ("Dmain", "Dboth"):
+            gen_img, _ = self.run_G(gen_z, gen_c)
+            F.softplus(self.run_D(gen_img.to(torch.float64).float(), gen_c)).mean().mul(gain).backward()
+            F.softplus(-self.run_D(real_img, real_c)).mean().mul(gain).backward()
+
+
+def test_a_host_that_hides_gs_tensor_from_run_D_gets_one_warning():
+    G, D, aug, inner, kwargs = make_host("cur_nimg")
+    loss = NDALoss(nda_inner_class_name=HERE + ".CastingHostLoss", nda_spec=FlipPipe([True] * 4), **kwargs)
+    with pytest.warns(RuntimeWarning, match="run_D on run_G's output"):
+        run_phase(loss, "Dmain", D, make_batch(), "cur_nimg")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_phase(loss, "Dmain", D, make_batch(), "cur_nimg")  # once only
 
 
 def test_nothing_of_ours_in_host_pickles():
@@ -363,6 +541,32 @@ def test_mixture_masked_negatives_get_no_gradient():
     fake = (F.softplus(D(mixed_img, mixed_c)).squeeze(1) * keep).mean()  # host's mean, masked ones zeroed
     (fake + F.softplus(-D(real, real_c)).mean()).backward()
     assert_grads_close(got, d_grads(D))
+
+
+class RecordingStats(object):
+    def __init__(self):
+        self.names = []
+
+    def report(self, name, value):
+        self.names.append(name)
+
+
+def test_mixture_reports_the_same_names_when_nothing_is_replaced():
+    G, D, aug, inner, kwargs = make_host("cur_nimg", group_size=4, augment=False)
+    loss = NDALoss(nda_inner_class_name=inner, nda_spec=FlipPipe([True] * 4), nda_lambda=0.5, nda_mode="mixture", **kwargs)
+    loss._training_stats = stats = RecordingStats()
+    batch = make_batch()
+    seen = {}
+    for seed in range(40):  # one group of 4: replaced in about half of the steps
+        torch.manual_seed(seed)
+        before = len(D.inputs)
+        stats.names.clear()
+        run_phase(loss, "Dmain", D, batch, "cur_nimg")
+        fakes = D.inputs[before][0]
+        replaced = not torch.equal(fakes, G.synthesis(G.mapping(batch[2], batch[3])).detach())
+        seen.setdefault(replaced, stats.names[:])
+    assert set(seen) == {True, False}
+    assert seen[True] == seen[False] == list(("Loss/NDA/score", "Loss/NDA/loss", "Loss/NDA/masked"))
 
 
 def test_mixture_share_is_exact_in_expectation():
