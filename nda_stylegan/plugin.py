@@ -27,6 +27,14 @@ def _check_lambda(ctx, param, value):
     return value
 
 
+def _check_start(ctx, param, value):
+    if value is None:
+        return None
+    if not math.isfinite(value) or value < 0:
+        raise click.BadParameter("%g is not a number of kimg >= 0 (0: NDA from the first step)" % value)
+    return value
+
+
 class NDAPlugin(object):
     """Options and config rewrite of nda_stylegan (docs/contracts.md section 3)."""
 

@@ -105,6 +105,12 @@ def test_bad_option_values_exit_2(args, words):
     ({"nda": "jigsaw", "nda_mode": "mixture", "nda_loss": "hinge"}, click.UsageError, "weighted"),
     ({"nda": "jigsaw", "nda_lambda": -1}, click.BadParameter, "(0, 1]"),
     ({"nda": "jigsaw", "other": 1}, click.UsageError, "unknown option"),
+    ({"nda": ""}, click.BadParameter, "empty"),
+    ({"nda": "  "}, click.BadParameter, "--nda=none"),
+    ({"nda": "jigsaw", "nda_mode": "reweight"}, click.UsageError, "drop --nda"),
+    ({"nda": None, "nda_mode": "reweight", "nda_loss": "hinge"}, click.UsageError, "no effect"),
+    ({"nda": None, "nda_start_kimg": 10}, click.UsageError, "--nda-start-kimg has no effect"),
+    ({"nda": "jigsaw", "nda_start_kimg": -1}, click.BadParameter, ">= 0"),
 ])
 def test_bad_values_in_rewrite_are_one_line_click_errors(values, exc, words):
     config = host_config()
@@ -121,3 +127,20 @@ def test_rewrite_twice_and_missing_loss_kwargs_are_refused():
         plugin.rewrite_config(config, {"nda": "jigsaw"})
     with pytest.raises(click.UsageError, match="loss_kwargs"):
         plugin.rewrite_config({"batch_size": 8}, {"nda": "jigsaw"})
+
+
+def test_reweight_control_wraps_the_loss_without_negatives():
+    config, desc = rewrite(["--nda-mode=reweight", "--nda-lambda=0.25"])
+    assert desc == "nda-reweight"
+    lk = config["loss_kwargs"]
+    assert lk["class_name"] == LOSS_CLASS and lk["nda_spec"] is None
+    assert (lk["nda_mode"], lk["nda_lambda"]) == ("reweight", 0.25)
+
+
+def test_start_kimg_goes_into_the_loss_and_the_run_name():
+    config, desc = rewrite(["--nda=jigsaw", "--nda-start-kimg=10"])
+    assert desc == "nda-jigsaw-start10" and config["loss_kwargs"]["nda_start_kimg"] == 10.0
+    config, _ = rewrite(["--nda=jigsaw"])
+    assert "nda_start_kimg" not in config["loss_kwargs"]  # configs without a warm-up stay as before
+    code, out, _ = parse(["--nda=jigsaw", "--nda-start-kimg=inf"])
+    assert code == 2 and ">= 0" in out

@@ -84,6 +84,18 @@ def default_metrics(device):
     return ["fid50k_full"]
 
 
+def has_resume_state(path):
+    """Whether the snapshot at ``path`` carries its run's full training state (a snapshot written
+    by train.py) rather than bare networks; False when it cannot be read (the architecture check
+    reports that)."""
+    from training.snapshot import load_network_file
+
+    try:
+        return load_network_file(path).get("resume_state") is not None
+    except Exception:  # noqa: BLE001 - any unreadable file: reported by _check_resume_architecture
+        return False
+
+
 def check_resume_file(path):
     if not os.path.isfile(path):
         fail("--resume: %s is not a file; give the path of a network snapshot (network-snapshot-*.pkl)" % path)

@@ -232,8 +232,12 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
     if resume is not None and resume != "noresume":
         c["resume"] = checks.check_resume_file(resume)
         desc += "-resumecustom"
-        c["ada_kimg"] = 100  # let ADA react faster when starting from trained networks
-        c["ema_rampup"] = None
+        if not checks.has_resume_state(c["resume"]):
+            # Fine-tuning from a bare network (another run's weights, an NVIDIA pickle), as the
+            # host does: ADA reacts faster and G_ema starts without a ramp-up. A snapshot with
+            # its run's full state continues that run exactly instead.
+            c["ada_kimg"] = 100
+            c["ema_rampup"] = None
     if freezed is not None:
         if freezed < 0:
             fail("--freezed must be non-negative (number of D layers to freeze), got %d" % freezed)

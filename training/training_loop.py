@@ -449,7 +449,8 @@ def training_loop(
         done = cur_nimg >= total_kimg * 1000
         if bar is not None:
             bar.update(cur_nimg / 1e3, sec_per_kimg)
-        if not done and cur_tick != 0 and cur_nimg < tick_start_nimg + kimg_per_tick * 1000:
+        tick_due = cur_tick == 0 or cur_nimg >= tick_start_nimg + kimg_per_tick * 1000
+        if not done and not tick_due:
             continue
 
         # ---------------------------------------------------------------- end of a tick
@@ -483,7 +484,10 @@ def training_loop(
             loss_state = loss.state_dict() if callable(getattr(loss, "state_dict", None)) else None
             ada_state = ada_stats.state_dict() if ada_stats is not None else None
             if rank == 0:
-                state = dict(cur_nimg=cur_nimg, cur_tick=cur_tick + 1, batch_idx=batch_idx, tick_start_nimg=cur_nimg,
+                # A tick cut short by the end of the run is not finished: a resumed run goes on
+                # with it, so its ticks (and snapshot schedule) are those of an uninterrupted run.
+                state = dict(cur_nimg=cur_nimg, cur_tick=cur_tick + 1 if tick_due else cur_tick, batch_idx=batch_idx,
+                             tick_start_nimg=cur_nimg if tick_due else tick_start_nimg,
                              batch_size=batch_size, random_seed=random_seed, augment_p=p_now,
                              optimizers={ph.name[0]: ph.opt.state_dict() for ph in phases if ph.interval == 1},
                              loss=loss_state, ada_stats=ada_state, rng=dict(torch=torch.get_rng_state()))
