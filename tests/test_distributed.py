@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -176,3 +177,66 @@ def test_two_gloo_processes_match_one_process_with_same_global_batch(tmp_path, m
     # so the equality above is not that of two untouched initialisations.
     g, g_ema = a["G"].state_dict(), a["G_ema"].state_dict()
     assert any(not torch.equal(g[k], g_ema[k]) for k in g if g[k].is_floating_point())
+
+
+def _nda_config(run_dir, num_gpus, mode):
+    from nda_stylegan.plugin import plugin
+
+    c = _tiny_config(run_dir, num_gpus)
+    plugin.rewrite_config(c, {"nda": "jigsaw,stitch", "nda_mode": mode})
+    return c
+
+
+@pytest.mark.parametrize("mode", ["weighted", "mixture"])
+def test_with_nda_two_gloo_processes_match_one_process(tmp_path, monkeypatch, mode):
+    """Negatives are a function of (seed, step, global round): the same for 1 or 2 processes."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    one = _nda_config(tmp_path / "one", 1, mode)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        distributed.launch(distributed.run_training_loop, 1, "cpu", args=(one,))
+    finally:
+        torch.set_num_threads(threads)
+    distributed.launch(distributed.run_training_loop, 2, "cpu", args=(_nda_config(tmp_path / "two", 2, mode),))
+    a, b = _final_networks(tmp_path / "one"), _final_networks(tmp_path / "two")
+    for name in ("G", "D", "G_ema"):
+        sa, sb = a[name].state_dict(), b[name].state_dict()
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], rtol=1e-3, atol=1e-4, msg=lambda m: "%s.%s: %s" % (name, key, m))
+
+
+FIXTURE_STATS = os.path.join(REPO, "tests", "fixtures", "nvidia_stats")
+
+
+def _mixture_stats_worker(rank, out_dir):
+    """Spawned child: NDALoss in mixture mode inside a 'fork' whose training_stats all-reduces by
+    position; D steps with per-rank seeds, so in some steps one rank replaces nothing."""
+    sys.path.insert(0, FIXTURE_STATS)
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from torch_utils import training_stats
+
+    import test_nda_loss as host
+    from nda_stylegan.loss import NDALoss
+
+    G, D, aug, inner, kwargs = host.make_host("cur_nimg", group_size=4, augment=False)
+    loss = NDALoss(nda_inner_class_name=inner, nda_spec=host.FlipPipe([True] * 4), nda_lambda=0.5,
+                   nda_mode="mixture", **kwargs)
+    assert loss._training_stats is training_stats
+    batch = host.make_batch()
+    replaced = []
+    for step in range(8):
+        torch.manual_seed(1000 * step + rank)
+        before = len(D.inputs)
+        host.run_phase(loss, "Dmain", D, batch, "cur_nimg")
+        gen = G.synthesis(G.mapping(batch[2], batch[3])).detach()
+        replaced.append(not torch.equal(D.inputs[before][0], gen))
+        training_stats.sync()  # raises if the ranks' names disagree
+    with open(os.path.join(out_dir, "rank%d.json" % rank), "w") as f:
+        json.dump(replaced, f)
+
+
+def test_mixture_statistics_agree_across_ranks_when_one_replaces_nothing(tmp_path):
+    distributed.launch(_mixture_stats_worker, 2, "cpu", args=(str(tmp_path),))
+    ranks = [json.load(open(tmp_path / ("rank%d.json" % r))) for r in (0, 1)]
+    assert any(a != b for a, b in zip(*ranks))  # some step had one rank replacing and the other not

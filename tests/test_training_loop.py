@@ -71,11 +71,23 @@ def test_run_folder_files_and_loss_hooks(tmp_path):
     assert "tick 2" in log and "kimg" in log and "s/kimg" in log and "ETA" in log
 
 
-def test_resume_continues_exactly(tmp_path):
-    """N ticks straight == N/2 ticks, then resume, then N/2 ticks (with ADA moving p)."""
+NDA_LOSSES = {
+    "none": dict(class_name="training.loss.StyleGAN2Loss", r1_gamma=0.1),
+    "weighted": dict(class_name="nda_stylegan.loss.NDALoss", nda_inner_class_name="training.loss.StyleGAN2Loss",
+                     nda_spec="jigsaw,stitch", nda_mode="weighted", r1_gamma=0.1),
+    "mixture": dict(class_name="nda_stylegan.loss.NDALoss", nda_inner_class_name="training.loss.StyleGAN2Loss",
+                    nda_spec="jigsaw,stitch", nda_mode="mixture", nda_lambda=0.5, r1_gamma=0.1),
+}
+
+
+@pytest.mark.parametrize("nda", sorted(NDA_LOSSES))
+def test_resume_continues_exactly(tmp_path, nda):
+    """N ticks straight == N/2 ticks, then resume, then N/2 ticks (with ADA moving p), with and
+    without NDA (whose negatives must follow the same stream after the resume)."""
     aug = dict(class_name="training.augment.AugmentPipe", xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1,
                brightness=1, contrast=1, saturation=1)
-    kw = dict(augment_kwargs=aug, ada_target=0.0, ada_interval=1, ada_kimg=0.5, total_kimg=0.128)
+    kw = dict(augment_kwargs=aug, ada_target=0.0, ada_interval=1, ada_kimg=0.5, total_kimg=0.128,
+              loss_kwargs=NDA_LOSSES[nda])
     straight = training_loop(**tiny_config(tmp_path / "straight", **kw))
     first = training_loop(**tiny_config(tmp_path / "first", **dict(kw, total_kimg=0.064)))
     second = training_loop(**tiny_config(tmp_path / "second", **dict(kw, resume=first.snapshot)))
@@ -107,21 +119,23 @@ def test_nan_loss_stops_without_overwriting_the_last_snapshot(tmp_path, capsys):
 
 
 KILL_SCRIPT = """
-import sys
+import json, sys
 sys.path.insert(0, sys.argv[2])
 from trainer_helpers import tiny_config
 from training.training_loop import training_loop
-training_loop(**tiny_config(sys.argv[1], total_kimg=100, kimg_per_tick=0.008, image_snapshot_ticks=1000))
+training_loop(**tiny_config(sys.argv[1], total_kimg=100, kimg_per_tick=0.008, image_snapshot_ticks=1000,
+                            loss_kwargs=json.loads(sys.argv[3])))
 """
 
 
-def test_sigkill_mid_run_leaves_a_loadable_snapshot_to_resume_from(tmp_path):
+@pytest.mark.parametrize("nda", ["none", "weighted", "mixture"])
+def test_sigkill_mid_run_leaves_a_snapshot_that_resumes_exactly(tmp_path, nda):
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run_dir), os.path.join(REPO, "tests")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(run_dir), os.path.join(REPO, "tests"),
+                             json.dumps(NDA_LOSSES[nda])], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 300  # generous: a loaded machine starts slowly
         while time.time() < deadline and proc.poll() is None:
             if run_dir.is_dir() and len(snapshot.list_snapshots(str(run_dir))) >= 1:
                 break
@@ -135,8 +149,16 @@ def test_sigkill_mid_run_leaves_a_loadable_snapshot_to_resume_from(tmp_path):
     latest = snapshot.latest_snapshot(str(run_dir))
     data = snapshot.load_network_file(latest)
     start = data.resume_state["cur_nimg"]
-    resumed = training_loop(**tiny_config(tmp_path / "resumed", resume=latest, total_kimg=(start + 16) / 1000))
+    kw = dict(kimg_per_tick=0.008, image_snapshot_ticks=1000, loss_kwargs=NDA_LOSSES[nda], total_kimg=(start + 16) / 1000)
+    resumed = training_loop(**tiny_config(tmp_path / "resumed", resume=latest, **kw))
     assert resumed.cur_nimg == start + 16
+    # The killed-and-resumed run ends where an uninterrupted one does.
+    straight = training_loop(**tiny_config(tmp_path / "straight", **kw))
+    a, _ = states(straight.snapshot)
+    b, _ = states(resumed.snapshot)
+    for name in a:
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), "%s.%s" % (name, key)
 
 
 def test_resume_from_another_architecture_is_one_line_error(tmp_path):
