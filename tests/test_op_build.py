@@ -87,6 +87,32 @@ def test_build_then_cache_hit(cache, tmp_path):
     assert build.library_name(ns, [src]) != folders[0].name
 
 
+def _file_stamps(folder):
+    return {name: os.stat(os.path.join(folder, name)).st_mtime_ns
+            for name in os.listdir(folder) if os.path.isfile(os.path.join(folder, name))}
+
+
+def test_two_checkouts_with_the_same_sources_share_one_build(cache, tmp_path):
+    """The same source bytes in two folders (a fork and this repo, CI and a work tree) are built
+    once: the second build finds the library and touches nothing in the cache folder."""
+    ns = unique("nda_test_shared")
+    sources = []
+    for checkout in ("checkout_a", "checkout_b"):
+        (tmp_path / checkout).mkdir()
+        sources.append(write_op(tmp_path / checkout, ns))
+    assert build.library_name(ns, [sources[0]]) == build.library_name(ns, [sources[1]])
+    first = build.compile_in_subprocess(ns, [sources[0]], cuda=False)
+    folder = os.path.dirname(first)
+    stamps = _file_stamps(folder)
+    assert os.path.basename(first) in stamps and "build.ninja" in stamps
+    second = build.compile_in_subprocess(ns, [sources[1]], cuda=False)
+    assert os.path.samefile(first, second)
+    assert _file_stamps(folder) == stamps  # no rebuild, no relink, build.ninja not rewritten
+    # And back: the first checkout again still reuses it.
+    build.compile_in_subprocess(ns, [sources[0]], cuda=False)
+    assert _file_stamps(folder) == stamps
+
+
 def test_reference_mode_never_builds(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("NDA_STYLEGAN_OPS", "reference")
     ns = unique("nda_test_ref")

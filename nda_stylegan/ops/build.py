@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 
@@ -163,9 +164,10 @@ def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
     build_dir = build_dir or os.path.join(cache_root(), lib_name)
     os.makedirs(build_dir, exist_ok=True)
     try:
+        staged = stage_sources(sources, build_dir)
         cpp_extension.load(
             name=lib_name,
-            sources=sources,
+            sources=staged,
             extra_cflags=extra_cflags,
             extra_ldflags=extra_ldflags,
             extra_cuda_cflags=extra_cuda_cflags,
@@ -178,6 +180,42 @@ def compile_library(name, sources, cuda=False, build_dir=None, verbose=False):
         raise OpBuildError("building op %r failed: %s (build folder: %s)"
                            % (name, _first_error(str(exc), type(exc).__name__), build_dir)) from exc
     return os.path.join(build_dir, lib_name + ".so")
+
+
+def stage_sources(sources, build_dir):
+    """Copies of ``sources`` in ``build_dir/src``; returns their paths.
+
+    The build compiles these copies, not the checkout's files: ninja's build file names every
+    source by absolute path, so building from two checkouts (a fork and this repo, CI and a work
+    tree) would otherwise rewrite it and rebuild each other's library. The cache folder is keyed
+    by the sources' bytes and names, so a copy already there is left alone (its mtime too, which
+    ninja compares).
+    """
+    names = [os.path.basename(p) for p in sources]
+    if len(set(names)) != len(names):
+        raise OpBuildError("op sources must have distinct file names, got %s" % ", ".join(sources))
+    folder = os.path.join(build_dir, "src")
+    os.makedirs(folder, exist_ok=True)
+    staged = []
+    for path in sources:
+        target = os.path.join(folder, os.path.basename(path))
+        with open(path, "rb") as f:
+            data = f.read()
+        if not _has_bytes(target, data):
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)  # another process staging the same bytes meanwhile is harmless
+        staged.append(target)
+    return staged
+
+
+def _has_bytes(path, data):
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
 
 
 def _first_error(text, default):
