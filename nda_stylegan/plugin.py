@@ -122,6 +122,12 @@ class NDAPlugin(object):
         inner = loss_kwargs["class_name"]
         if inner == LOSS_CLASS:
             raise click.UsageError("nda plugin: loss_kwargs already builds %s (plugin applied twice?)" % LOSS_CLASS)
+        from .spec import check_spec_fits_config  # the spec against the run's image size and batch
+
+        try:
+            check_spec_fits_config(spec, config)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--nda'")
         host_kwargs = [(k, v) for k, v in loss_kwargs.items() if k != "class_name"]
         # In place, keeping the container's type (dict or the host's EasyDict).
         loss_kwargs.clear()

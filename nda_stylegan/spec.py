@@ -142,7 +142,22 @@ def parse_spec(text):
             parsed.append(validate_entry(name, params, weight))
         except ValueError as exc:
             raise ValueError("%s (in NDA spec entry %r)" % (exc, entry.strip()))
+    _check_weights(parsed)
     return parsed
+
+
+def _check_weights(parsed):
+    """The weights must give a probability distribution: a finite sum (``1e308`` twice overflows
+    to inf, and every share becomes 0) and no share that rounds to 0."""
+    total = sum(weight for _, _, weight in parsed)  # inf on overflow (math.fsum would raise)
+    if not math.isfinite(total):
+        raise ValueError("the NDA spec's weights add up to more than the largest float (%s); only their ratios "
+                         "matter, so use small numbers such as 'jigsaw:3,stitch:1'" % ", ".join(
+                             "%s:%g" % (name, weight) for name, _, weight in parsed))
+    for name, _, weight in parsed:
+        if weight / total == 0:
+            raise ValueError("the weight %g of %s is too small next to the others (sum %g) to ever be drawn; "
+                             "only the ratios matter, so use numbers such as 'jigsaw:3,stitch:1'" % (weight, name, total))
 
 
 def normalize_spec(spec):
@@ -160,7 +175,43 @@ def normalize_spec(spec):
         name, params = item[0], item[1]
         weight = item[2] if len(item) == 3 else 1.0
         out.append(validate_entry(name, params or {}, weight))
+    _check_weights(out)
     return out
+
+
+def check_spec_fits(spec, height, width=None, batch=None):
+    """Raise a one-line ValueError unless every negative of ``spec`` can be made from a batch of
+    ``batch`` images (per process) of ``height x width`` pixels, e.g. ``jigsaw(k=3)`` at 32 px.
+
+    Call it where the image size is known and nothing has started yet (a trainer's config
+    rewrite, ``nda-stylegan preview``), so a run never fails on its first NDA step.
+    """
+    from .negatives.registry import make_negative
+
+    width = height if width is None else width
+    for name, params, _ in normalize_spec(spec):
+        negative = make_negative(name, **params)
+        entry = format_entry(name, params)
+        try:
+            negative.check_size(height, width)
+        except ValueError as exc:
+            raise ValueError("%s (NDA spec entry %r)" % (exc, entry))
+        if batch is not None and batch < negative.min_batch:
+            raise ValueError("%s pairs each image with another one of its batch, so it needs at least %d images per "
+                             "process, but the batch per process is %d; raise --batch or drop %s from the NDA spec"
+                             % (entry, negative.min_batch, batch, name))
+
+
+def check_spec_fits_config(spec, config):
+    """:func:`check_spec_fits` for a StyleGAN2-ADA-style training config (ours, stylegan2-ada-pytorch's
+    ``args`` or stylegan3's ``c``): square images of ``training_set_kwargs.resolution`` pixels and
+    ``batch_gpu`` images per process. Does nothing for ``spec=None`` or an unknown resolution."""
+    training_set = config.get("training_set_kwargs") or {}
+    resolution = training_set.get("resolution")
+    if spec is None or not resolution:
+        return
+    batch = config.get("batch_gpu")
+    check_spec_fits(spec, int(resolution), int(resolution), batch=None if batch is None else int(batch))
 
 
 def _format_value(value):

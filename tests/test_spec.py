@@ -2,7 +2,8 @@
 
 import pytest
 
-from nda_stylegan.spec import format_spec, normalize_spec, parse_spec, parse_value, spec_slug
+from nda_stylegan.spec import (check_spec_fits, check_spec_fits_config, format_spec, normalize_spec, parse_spec,
+                               parse_value, spec_slug)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -61,6 +62,8 @@ def test_values():
     ("jigsaw:-1,stitch", r"bad weight '-1'"),
     ("jigsaw:x", r"bad weight 'x'"),
     ("jigsaw:inf", r"bad weight 'inf'"),
+    ("jigsaw:1e308,stitch:1e308", r"weights add up to more than the largest float"),
+    ("jigsaw:1e-300,stitch:1e300", r"weight 1e-300 of jigsaw is too small next to the others"),
     ("jigsaw(k=4", r"unbalanced '\('"),
     ("jigsaw)", r"unbalanced '\)'"),
     ("stitch(orientation='up)", r"unclosed quote"),
@@ -94,3 +97,36 @@ def test_non_string_and_list_forms():
         normalize_spec([])
     with pytest.raises(ValueError, match="unknown negative 'nope'"):
         normalize_spec(["nope"])
+
+
+def test_weights_that_overflow_are_refused_in_list_form_too():
+    with pytest.raises(ValueError, match="add up to more than the largest float"):
+        normalize_spec([("jigsaw", {}, 1e308), ("stitch", {}, 1e308)])
+    assert parse_spec("jigsaw:1e308,stitch:1") == [("jigsaw", {}, 1e308), ("stitch", {}, 1.0)]  # finite sum: fine
+
+
+@pytest.mark.parametrize("spec, height, width, batch, pattern", [
+    ("jigsaw(k=3)", 32, 32, None, r"jigsaw with k=3 needs height and width divisible by 3, got 32x32.*'jigsaw\(k=3\)'"),
+    ("jigsaw,jigsaw(k=4)", 34, 34, None, r"k=4 .* got 34x34"),
+    ("mosaic(k=8)", 4, 4, None, r"mosaic with k=8 needs images at least 8 pixels per side"),
+    ("rotate(angles=(90,))", 16, 32, None, r"not square"),
+    ("jigsaw,stitch", 32, 32, 1, r"stitch pairs each image with another one.*batch per process is 1"),
+    ("mixup", 32, 32, 1, r"mixup pairs each image"),
+])
+def test_a_spec_is_checked_against_the_image_size_and_batch(spec, height, width, batch, pattern):
+    with pytest.raises(ValueError, match=pattern) as info:
+        check_spec_fits(spec, height, width, batch=batch)
+    assert "\n" not in str(info.value)
+
+
+def test_specs_that_fit_pass_and_a_config_gives_size_and_batch():
+    check_spec_fits("jigsaw(k=3),stitch,rotate", 48, 48, batch=2)
+    check_spec_fits("jigsaw,cutout,rotate(angles=(180,))", 16, 32, batch=1)
+    config = {"training_set_kwargs": {"resolution": 32}, "batch_gpu": 4}
+    check_spec_fits_config("jigsaw(k=4)", config)
+    with pytest.raises(ValueError, match="divisible by 3"):
+        check_spec_fits_config("jigsaw(k=3)", config)
+    with pytest.raises(ValueError, match="batch per process is 1"):
+        check_spec_fits_config("cutmix", dict(config, batch_gpu=1))
+    check_spec_fits_config("jigsaw(k=3)", {"loss_kwargs": {}})  # size not known yet: nothing to check
+    check_spec_fits_config(None, config)  # no negatives
