@@ -278,6 +278,12 @@ def test_run_dir_takes_next_free_id_and_json_is_atomic(tmp_path):
     (["--data", "/nonexistent/folder"], "--data"),
     (["--kimg", "0"], "--kimg"),
     (["--nda", "nosuchnegative"], "nosuchnegative"),
+    (["--seed", "-5"], "--seed must be between 0 and 4294967295"),
+    (["--seed", "4294967296"], "--seed must be between 0 and 4294967295"),
+    (["--nda", "jigsaw(k=3)"], "divisible by 3, got 32x32"),
+    (["--nda", "mosaic(k=64)"], "at least 64 pixels per side"),
+    (["--nda", "jigsaw:1e308,stitch:1e308"], "add up to more than the largest float"),
+    (["--nda", "jigsaw,cutmix", "--batch", "1"], "cutmix pairs each image with another one"),
 ])
 def test_bad_options_fail_with_one_clear_line(tmp_path, args, expected):
     result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", *args)

@@ -132,7 +132,20 @@ def check_networks(c, info):
             fail("--freezed=%d: the discriminator (%s) froze nothing; it does not support layer freezing, drop --freezed"
                  % (freeze, c["D_kwargs"]["class_name"]))
     if c.get("resume"):
-        _check_resume_architecture(c["resume"], {"G": G, "D": D})
+        data = _check_resume_architecture(c["resume"], {"G": G, "D": D})
+        _check_resume_progress(c["resume"], data, c["total_kimg"])
+
+
+def _check_resume_progress(path, data, total_kimg):
+    """A snapshot that carries its run's progress must leave something to train: --kimg counts
+    from the run's start, so resuming at or past it would end at once with nothing written."""
+    state = data.get("resume_state") or {}
+    if state.get("cur_nimg") is None:
+        return
+    done_kimg = int(state["cur_nimg"]) / 1000
+    if done_kimg >= total_kimg:
+        fail("--resume: %s was saved at kimg %g, and this run's length is %g kimg (--kimg counts from the run's start), "
+             "so there is nothing left to train; give a --kimg above %g" % (path, done_kimg, total_kimg, done_kimg))
 
 
 def _check_resume_architecture(path, nets):
@@ -153,6 +166,7 @@ def _check_resume_architecture(path, nets):
                 fail("--resume: %s holds a %s of another architecture (%s: snapshot %s, this run %s); "
                      "use the --cfg, --cond and data resolution it was trained with"
                      % (path, name, key, have.get(key, "missing"), want.get(key, "missing")))
+    return data
 
 
 def check_outdir(outdir):

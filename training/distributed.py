@@ -13,6 +13,7 @@ import gc
 import os
 import sys
 import tempfile
+import traceback
 
 import torch
 
@@ -150,3 +151,19 @@ def run_training_loop(rank, config):
     except training_loop.TrainingDiverged:
         # The loop has already reported the one line (log.txt and stderr); no traceback on top.
         raise SystemExit(1)
+    except Exception:
+        record_failure(config.get("run_dir"), rank)
+        raise
+
+
+def record_failure(run_dir, rank):
+    """Append the exception being handled to the run's log.txt, so a run folder left by a failed
+    run says why it stopped (the console shows the same traceback)."""
+    if not run_dir or not os.path.isdir(run_dir):
+        return
+    who = "" if rank == 0 else " in process %d" % rank
+    try:
+        with open(os.path.join(run_dir, "log.txt"), "a") as f:
+            f.write("Training failed%s:\n%s" % (who, traceback.format_exc()))
+    except OSError:
+        pass  # the log is a courtesy; the error itself still propagates

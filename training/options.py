@@ -159,6 +159,8 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
     c["device"] = device
 
     seed = 0 if seed is None else seed
+    if not 0 <= seed < 2 ** 32:  # numpy's RandomState (data subset, image grid) takes no other seed
+        fail("--seed must be between 0 and 4294967295 (2**32 - 1), got %d" % seed)
     c["random_seed"] = seed
 
     c["training_set_kwargs"], c["data_loader_kwargs"], desc, info = _dataset_config(
