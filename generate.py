@@ -16,6 +16,8 @@ from training.grid import save_png
 from training.snapshot import load_network_file
 from training.util import parse_range
 
+MAX_SEEDS = 1000000  # one PNG each; a larger list is almost surely a typo (and would not fit in memory)
+
 
 def seed_latent(seed, z_dim):
     """The latent of a seed, as stylegan2-ada's generate.py draws it (same seed -> same image)."""
@@ -42,6 +44,26 @@ def to_uint8_image(img):
     return (img[0].permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
+def pick_device(name):
+    """``--device`` as a torch.device that can hold tensors here; a UsageError otherwise."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise click.UsageError("--device: %s" % exc)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device %s: torch sees no CUDA GPU on this machine; use --device cpu "
+                               "(or leave --device out)" % name)
+    if device.type == "meta":
+        raise click.UsageError("--device meta holds no data, so it cannot make images; use cpu or cuda")
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as exc:  # a missing driver, an index past the last GPU, ...
+        raise click.UsageError("--device %s is not usable here (%s); use --device cpu or another device"
+                               % (name, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__))
+    return device
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--network", "network_path", help="Network snapshot (network-snapshot-*.pkl or .pt)", required=True,
               metavar="PATH")
@@ -55,17 +77,14 @@ def to_uint8_image(img):
 def main(network_path, seeds, outdir, truncation_psi, class_idx, noise_mode, device):
     """Generate one PNG per seed (seedNNNN.png) from a network snapshot's G_ema."""
     try:
-        seed_list = parse_range(seeds)
+        seed_list = parse_range(seeds, max_count=MAX_SEEDS)
     except ValueError as exc:
         raise click.UsageError("--seeds: %s" % exc)
     if any(s < 0 or s >= 2 ** 32 for s in seed_list):
         raise click.UsageError("--seeds: seeds must be between 0 and 2**32 - 1")
     if not np.isfinite(truncation_psi):
         raise click.UsageError("--trunc must be a finite number, e.g. 0.7 or 1")
-    try:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as exc:
-        raise click.UsageError("--device: %s" % exc)
+    device = pick_device(device)
     try:
         data = load_network_file(network_path)
     except ValueError as exc:

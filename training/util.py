@@ -113,24 +113,27 @@ def format_time(seconds):
     return "%dd %02dh" % (s // 86400, (s // 3600) % 24)
 
 
-def parse_range(text):
-    """Parse ``'0-3,7,10-11'`` into ``[0, 1, 2, 3, 7, 10, 11]``; ValueError on bad syntax."""
-    values = []
+def parse_range(text, max_count=None):
+    """Parse ``'0-3,7,10-11'`` into ``[0, 1, 2, 3, 7, 10, 11]``; ValueError on bad syntax, or when
+    the list would hold more than ``max_count`` values (checked before it is built)."""
+    spans = []
     for part in str(text).split(","):
         part = part.strip()
         if not part:
             continue
         lo, sep, hi = part.partition("-")
         try:
-            if sep:
-                lo, hi = int(lo), int(hi)
-                if hi < lo:
-                    raise ValueError
-                values.extend(range(lo, hi + 1))
-            else:
-                values.append(int(lo))
+            lo = int(lo)
+            hi = int(hi) if sep else lo
+            if hi < lo:
+                raise ValueError
         except ValueError:
             raise ValueError("bad range %r: use comma-separated integers or ranges like '0-7,10'" % (part,))
-    if not values:
+        spans.append((lo, hi))
+    if not spans:
         raise ValueError("empty range %r: give integers or ranges like '0-7,10'" % (text,))
-    return values
+    count = sum(hi - lo + 1 for lo, hi in spans)
+    if max_count is not None and count > max_count:
+        raise ValueError("%r names %d values, more than the %d allowed at once; split it into smaller ranges"
+                         % (text, count, max_count))
+    return [v for lo, hi in spans for v in range(lo, hi + 1)]
