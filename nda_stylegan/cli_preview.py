@@ -33,6 +33,25 @@ def preview_rows(sources, spec, seed):
     return rows
 
 
+def check_out_path(out):
+    """UsageError unless a file can be created at ``out``: tried for real with a temporary file
+    (os.access says yes to root everywhere, and nothing says no for /proc), before any work."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(out))
+    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+        raise click.UsageError("--out: %s names a folder; give a file name such as %s"
+                               % (out, os.path.join(out, "nda-preview.png")))
+    if not os.path.isdir(folder):
+        raise click.UsageError("--out: cannot write %s: folder %s does not exist; create it first" % (out, folder))
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise click.UsageError("--out: cannot write in %s (%s); choose a folder you can write to"
+                               % (folder, exc.strerror or type(exc).__name__))
+
+
 @click.command("preview")
 @click.option("--data", type=click.Path(), default=None,
               help="Image folder or stylegan-style dataset zip [default: the built-in faces].")
@@ -49,9 +68,7 @@ def preview_command(data, spec, num, resolution, scale, seed, out):
     them. Negatives framed in red equal their source and are masked out in training."""
     from .image_io import grid_image, load_images, save_png
 
-    folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise click.UsageError("cannot write %s: folder %s is missing or not writable" % (out, folder))
+    check_out_path(out)
     try:
         if data is None:
             from .sample_data import make_faces
@@ -61,8 +78,15 @@ def preview_command(data, spec, num, resolution, scale, seed, out):
             sources = load_images(data, num, resolution)
             if len(sources) < 2:
                 raise ValueError("%s holds %d image; negatives need at least 2" % (data, len(sources)))
+        from .spec import check_spec_fits
+
+        check_spec_fits(spec, sources.shape[1], sources.shape[2], batch=len(sources))
         rows = preview_rows(sources, spec, seed)
     except ValueError as exc:
         raise click.UsageError(str(exc))
-    save_png(grid_image(rows), out, scale=scale)
+    try:
+        save_png(grid_image(rows), out, scale=scale)
+    except OSError as exc:  # the temporary file is removed; only say what the user can act on
+        raise click.UsageError("--out: cannot write %s (%s); choose a folder you can write to"
+                               % (out, exc.strerror or type(exc).__name__))
     click.echo("wrote %s (%d sources x %d negatives)" % (out, len(rows[0]), len(rows) - 1))

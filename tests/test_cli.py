@@ -71,7 +71,7 @@ def test_preview_from_a_folder_and_a_zip(tmp_path):
     (["--nda", "bogus"], "unknown negative 'bogus'"),
     (["--nda", "jigsaw(k=0)"], "k=0"),
     (["--data", "/nonexistent/folder"], "does not exist"),
-    (["--out", "/nonexistent/folder/x.png"], "not writable"),
+    (["--out", "/nonexistent/folder/x.png"], "/nonexistent/folder does not exist; create it first"),
 ])
 def test_preview_bad_input_is_one_line_exit_2(tmp_path, args, message):
     result = CliRunner().invoke(main, ["preview"] + args)
