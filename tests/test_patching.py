@@ -278,11 +278,46 @@ print('dict', [p.name for p in train._trainer_plugins], [p.name for p in train.m
     assert "dict ['nda'] ['nda', 'nda_lambda', 'nda_mode', 'nda_loss']" in text
 
 
-def test_train_py_that_loads_plugins_itself_is_left_alone(tmp_path):
-    root = fork(tmp_path, "sg3")
+def _hand_made_hook(root, host):
+    """train.py with the hook's pieces added by hand (as docs/fork.md allows): no patch marks."""
+    from nda_stylegan.patching.edit import apply_hook
+
     train = root / "train.py"
-    train.write_text(train.read_text() + "# plugins: entry-point group stylegan.trainer_plugins\n")
+    text = apply_hook(train.read_text(), read_hook(HOSTS[host]), HOSTS[host])
+    train.write_text(text.replace(TAG, "plugins, added by hand"))
+    return train
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_train_py_that_loads_plugins_itself_is_left_alone(tmp_path, host):
+    train = _hand_made_hook(fork(tmp_path, host), host)
     before = train.read_bytes()
-    result = patch(root)
+    result = patch(train.parent)
     assert result.exit_code == 0 and "nothing to do" in result.output
     assert train.read_bytes() == before and not os.path.exists(backup_path(str(train)))
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+@pytest.mark.parametrize("marked", [False, True])
+@pytest.mark.parametrize("piece, words", [
+    ("_trainer_plugins_pop(", "option_names()"),  # the fork would fail: unexpected keyword argument 'nda'
+    ("+= _trainer_plugins_apply(", "rewrite_config()"),
+    ("_trainer_plugins = _trainer_plugins_load()", "click_options()"),
+])
+def test_a_partial_hook_is_refused_not_called_done(tmp_path, host, marked, piece, words):
+    root = fork(tmp_path, host)
+    if marked:
+        assert patch(root).exit_code == 0
+        train = root / "train.py"
+    else:
+        train = _hand_made_hook(root, host)
+    lines = train.read_text().splitlines(True)
+    kept = [line for line in lines if piece not in line or line.lstrip().startswith("def ")]
+    assert len(kept) == len(lines) - 1
+    train.write_text("".join(kept))
+    files_before, before = listing(root), train.read_bytes()
+    result = patch(root)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "partial stylegan.trainer_plugins hook" in lines[0], result.output
+    assert words in lines[0] and ("--revert" in lines[0]) == marked
+    assert train.read_bytes() == before and listing(root) == files_before

@@ -7,6 +7,7 @@ import click
 from . import PatchError
 from .edit import apply_hook, is_patched, strip_hook, unified_diff
 from .files import backup_path, check_writable, file_mode, write_atomic
+from .hookcheck import missing_hook_calls
 from .hookfile import read_hook
 from .hosts import check_no_nda_option, detect_host, fork_files, read_text
 
@@ -22,6 +23,8 @@ def patch_fork(fork_dir, dry_run=False):
     (printed instead of applied with ``dry_run``) or None when there is nothing to do."""
     train_py, loss_py = fork_files(fork_dir)
     text = read_text(train_py, "train.py")
+    if is_patched(text) or "stylegan.trainer_plugins" in text:
+        _check_existing_hook(text, train_py, fork_dir)
     if is_patched(text):
         return "already patched: %s has the trainer-plugin hook" % train_py, None
     if "stylegan.trainer_plugins" in text:
@@ -40,6 +43,20 @@ def patch_fork(fork_dir, dry_run=False):
     write_atomic(train_py, new_text.encode("utf-8"), mode)
     return ("patched %s (%s); backup: %s; undo: nda-stylegan patch --revert %s"
             % (train_py, host, backup_path(train_py), fork_dir)), diff
+
+
+def _check_existing_hook(text, train_py, fork_dir):
+    """A hook already in train.py (ours, or one made by hand) must be complete: a partial one
+    would make the fork fail at its first --nda run."""
+    missing = missing_hook_calls(text)
+    if not missing:
+        return
+    if is_patched(text):
+        fix = "run nda-stylegan patch --revert %s, then nda-stylegan patch %s again" % (fork_dir, fork_dir)
+    else:
+        fix = "complete it from the hook file of your host (docs/fork.md) or remove it and run nda-stylegan patch again"
+    raise PatchError("%s has a partial stylegan.trainer_plugins hook: no code that runs %s; %s"
+                     % (train_py, missing[0], fix))
 
 
 def revert_fork(fork_dir, dry_run=False):
