@@ -144,3 +144,21 @@ def test_start_kimg_goes_into_the_loss_and_the_run_name():
     assert "nda_start_kimg" not in config["loss_kwargs"]  # configs without a warm-up stay as before
     code, out, _ = parse(["--nda=jigsaw", "--nda-start-kimg=inf"])
     assert code == 2 and ">= 0" in out
+
+
+@pytest.mark.parametrize("spec, resolution, batch_gpu, words", [
+    ("jigsaw(k=3)", 32, 4, "divisible by 3, got 32x32"),
+    ("jigsaw,mosaic(k=8)", 4, 4, "at least 8 pixels per side"),
+    ("jigsaw,stitch", 32, 1, "stitch pairs each image with another one"),
+])
+def test_a_spec_that_cannot_run_on_the_hosts_images_is_refused_before_training(spec, resolution, batch_gpu, words):
+    """A fork's config (stylegan2-ada-pytorch's args, stylegan3's c) knows the resolution and the
+    batch per process when the plugin rewrites it: the spec is checked there, not at the first step."""
+    config = host_config()
+    config.update(training_set_kwargs=AttrDict(resolution=resolution), batch_gpu=batch_gpu)
+    before = copy.deepcopy(config)
+    with pytest.raises(click.BadParameter, match=words):
+        plugin.rewrite_config(config, {"nda": spec})
+    assert config == before
+    config.update(training_set_kwargs=AttrDict(resolution=48), batch_gpu=2)
+    assert plugin.rewrite_config(config, {"nda": spec}).startswith("nda-")
