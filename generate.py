@@ -16,7 +16,7 @@ from training.grid import save_png
 from training.snapshot import load_network_file
 from training.util import parse_range
 
-MAX_SEEDS = 1000000  # one PNG each; a larger list is almost surely a typo (and would not fit in memory)
+MAX_SEEDS = 1000000  # one PNG each: a longer list is almost surely a typo (0-99999999999 would not fit in memory)
 
 
 def seed_latent(seed, z_dim):
