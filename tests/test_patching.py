@@ -275,7 +275,7 @@ print('dict', [p.name for p in train._trainer_plugins], [p.name for p in train.m
     text = out.stdout.decode()
     assert out.returncode == 0, text
     assert "none True []" in text
-    assert "dict ['nda'] ['nda', 'nda_lambda', 'nda_mode', 'nda_loss']" in text
+    assert "dict ['nda'] ['nda', 'nda_lambda', 'nda_mode', 'nda_loss', 'nda_start_kimg']" in text
 
 
 def _hand_made_hook(root, host):
