@@ -1,0 +1,68 @@
+"""The study's statistics: a t-interval over seeds and a paired bootstrap against the baseline.
+
+Both are deterministic: the bootstrap draws from a fixed seed, so a report made twice from the
+same results file is the same to the byte.
+"""
+
+import math
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+BOOTSTRAP_SAMPLES = 10000
+BOOTSTRAP_SEED = 20210502  # fixed: the same file gives the same intervals
+
+
+def t_interval(values, confidence=CONFIDENCE):
+    """``(mean, low, high)``: Student's t interval of the mean; low/high are None below 2 values."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, None, None
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+def paired_bootstrap(differences, confidence=CONFIDENCE, samples=BOOTSTRAP_SAMPLES, seed=BOOTSTRAP_SEED):
+    """``(mean, low, high)``: percentile bootstrap interval of the mean of per-seed differences
+    (arm minus baseline, same seed); low/high are None below 2 differences."""
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size == 0:
+        raise ValueError("paired_bootstrap needs at least one difference")
+    mean = float(d.mean())
+    if d.size < 2:
+        return mean, None, None
+    rng = np.random.Generator(np.random.PCG64(seed))
+    means = d[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return mean, float(low), float(high)
+
+
+def format_number(fmt, value):
+    """``fmt % value`` without a sign on a value that rounds to zero (no "-0.00")."""
+    text = fmt % value
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def verdict(arm, baseline, label, fmt, lower_is_better, differences):
+    """One plain sentence on ``arm`` vs ``baseline`` from the per-seed differences."""
+    mean, low, high = paired_bootstrap(differences)
+    n = len(differences)
+    if float(fmt % mean) == 0:
+        direction, amount = "about the same as", ""
+    else:
+        better = (mean < 0) == lower_is_better
+        direction = "%s (%s) than" % ("lower" if mean < 0 else "higher", "better" if better else "worse")
+        amount = format_number(fmt, abs(mean)) + " "
+    head = "%s vs %s, %s: %s%s %s on average over %d paired seed%s" % (
+        arm, baseline, label, amount, direction, baseline, n, "" if n == 1 else "s")
+    if low is None:
+        return head + "; too few paired seeds to tell signal from noise."
+    ci = "95%% bootstrap CI %s to %s" % (format_number(fmt, low), format_number(fmt, high))
+    if low > 0 or high < 0:
+        return "%s (%s); the interval excludes zero: distinguishable from noise." % (head, ci)
+    return "%s (%s); the interval includes zero: not distinguishable from noise." % (head, ci)
