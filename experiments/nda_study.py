@@ -19,7 +19,7 @@ if REPO not in sys.path:  # experiments/, training/ and metrics/ live in the che
 
 import click  # noqa: E402
 
-from experiments import study_plan, study_promote, study_report, study_runner, study_status  # noqa: E402
+from experiments import study_plan, study_runner, study_status  # noqa: E402
 from experiments.study_results import index_results, read_results  # noqa: E402
 
 DEFAULT_RESULTS = os.path.join("experiments", "results", "nda-study.jsonl")
@@ -144,6 +144,8 @@ def status(parts, results, workdir, plan):
 @plan_option
 def promote(results, plan):
     """Record the sweep's best setting (the plan's rule) so that the main part runs it."""
+    from experiments import study_promote  # statistics libraries load only for promote and report
+
     study = _load_study(plan)
     results = _default(results, DEFAULT_RESULTS)
     commit, dirty = study_runner.git_state()
@@ -167,6 +169,8 @@ def report(results_file, out):
     out = out or os.path.dirname(os.path.abspath(results_file))
     if os.path.exists(out) and not os.path.isdir(out):
         raise click.UsageError("--out: %s is not a folder" % out)
+    from experiments import study_report
+
     path = study_report.write_report(results_file, out)
     click.echo("wrote %s" % path)
 

@@ -1,0 +1,355 @@
+"""experiments/nda_study.py, the NDA study driver: a tiny study run end to end through the CLI
+(killed with SIGKILL mid-training, resumed, not rerun once finished), the results file's
+tolerance of cut lines, the run-folder logic, the plan table, the promotion step, the statistics
+against known values and a report that is the same to the byte when made twice."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from scipy import stats
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # experiments/ and training/ live in the checkout, not in the installed package
+    sys.path.insert(0, REPO)
+
+from experiments import nda_study, study_plan, study_promote, study_report, study_runner, study_runs  # noqa: E402
+from experiments import study_stats  # noqa: E402
+from experiments.study_results import append_record, index_results, read_results  # noqa: E402
+
+DRIVER = os.path.join(REPO, "experiments", "nda_study.py")
+# 2 arms, 1 seed, a fraction of a kimg at batch 8, SWD on 64 images: the same driver and scripts
+# as the real study, on a budget of seconds.
+TINY_PLAN = {
+    "train_options": ["--cfg=cpu", "--metrics=none", "--batch=8"],
+    "metrics": [{"name": "swd", "options": ["--num-images=64"]}],
+    "parts": {"tiny": {"kimg": 0.128, "snap": 1, "eval_kimg": [0], "seeds": [0],
+                       "arms": [["baseline", []], ["nda", ["--nda=jigsaw"]]]}},
+}
+
+
+def driver_env():
+    # The reference ops: no kernel build (or wait on another process's build) inside this test.
+    return dict(os.environ, NDA_STYLEGAN_OPS="reference")
+
+
+def driver_cmd(tmp_path, *args):
+    return [sys.executable, DRIVER] + list(args) + ["--plan", str(tmp_path / "plan.json"),
+                                                    "--results", str(tmp_path / "results.jsonl"),
+                                                    "--workdir", str(tmp_path / "runs")]
+
+
+def processes_mentioning(text):
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds orphaned trainers through /proc (Linux)")
+def test_tiny_study_killed_mid_training_resumes_then_is_not_rerun(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps(TINY_PLAN))
+    root = tmp_path / "runs" / "tiny" / "baseline" / "seed0"
+    first = subprocess.Popen(driver_cmd(tmp_path, "run", "--workers", "2"), cwd=str(tmp_path), env=driver_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not list(root.glob("0*/network-snapshot-000000.pt")):  # the tick-0 snapshot; 15 steps still to go
+        assert first.poll() is None and time.time() < deadline, first.stdout.read().decode()[-3000:]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    first.stdout.close()
+    deadline = time.time() + 20
+    while processes_mentioning(str(tmp_path / "runs")):  # the trainers die with the driver
+        assert time.time() < deadline, "a trainer outlived its killed driver"
+        time.sleep(0.1)
+    assert not (root / "trained.json").exists()
+    assert read_results(str(tmp_path / "results.jsonl")) == ([], 0)
+
+    second = subprocess.run(driver_cmd(tmp_path, "run", "--workers", "2"), cwd=str(tmp_path), env=driver_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resume tiny/baseline seed 0 from kimg 0" in second.stdout
+    assert "study: 0 runs left" in second.stdout  # the progress line of the last run
+    info = json.loads((root / "run.json").read_text())
+    assert [s["resume"] is None for s in info["segments"]] == [True, False]
+    assert info["segments"][1]["resume"].endswith("network-snapshot-000000.pt")
+    assert len(study_runs.segments(str(root))) == 2
+
+    records, bad = read_results(str(tmp_path / "results.jsonl"))
+    assert bad == 0 and len(records) == 2
+    by_arm = {r["arm"]: r for r in records}
+    assert sorted(by_arm) == ["baseline", "nda"]
+    base = by_arm["baseline"]
+    assert (base["part"], base["seed"], base["kimg"], base["metric"], base["type"]) == ("tiny", 0, 0, "swd", "metric")
+    assert base["segments"] == 2 and by_arm["nda"]["segments"] in (1, 2)
+    assert base["train_command"] == ("python train.py --outdir %s --seed 0 --kimg 0.128 --snap 1 --cfg=cpu "
+                                     "--metrics=none --batch=8" % root)
+    assert by_arm["nda"]["train_command"].endswith("--batch=8 --nda=jigsaw")
+    assert base["metric_options"] == ["--num-images=64"] and "--num-images=64" in base["eval_command"]
+    for r in records:
+        assert np.isfinite(r["results"]["swd_avg"]) and r["train_wall_s"] > 0 and r["s_per_kimg"] > 0
+        assert r["eval_wall_s"] > 0 and len(r["commit"]) == 40 and isinstance(r["dirty"], bool)
+        assert os.path.isfile(r["snapshot"])
+
+    before = (tmp_path / "results.jsonl").read_bytes()
+    third = subprocess.run(driver_cmd(tmp_path, "run", "--workers", "2"), cwd=str(tmp_path), env=driver_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "2 runs planned, 2 already finished, 0 to do" in third.stdout
+    assert (tmp_path / "results.jsonl").read_bytes() == before
+    assert len(study_runs.segments(str(root))) == 2  # no train.py started
+
+    status = subprocess.run(driver_cmd(tmp_path, "status"), env=driver_env(), capture_output=True, text=True)
+    assert "done: seed 0" in status.stdout and "2 of 2 runs finished, 0 left" in status.stdout
+
+
+# ------------------------------------------------------------------------------ results file
+def test_a_cut_last_line_is_ignored_and_the_next_append_stays_whole(tmp_path):
+    path = str(tmp_path / "r.jsonl")
+    append_record(path, dict(type="metric", part="p", arm="a", seed=0, kimg=10, metric="swd", results={"x": 1.0}))
+    with open(path, "ab") as f:
+        f.write(b'{"type": "metric", "part": "p", "arm": "a", "seed": 1, "kimg": 10, "met')  # killed mid-line
+    records, bad = read_results(path)
+    assert len(records) == 1 and bad == 1
+    append_record(path, dict(type="metric", part="p", arm="a", seed=2, kimg=10, metric="swd", results={"x": 3.0}))
+    records, bad = read_results(path)
+    assert [r["seed"] for r in records] == [0, 2] and bad == 1
+    metrics, _, _ = index_results(records)
+    assert ("p", "a", 1, 10, "swd") not in metrics and ("p", "a", 2, 10, "swd") in metrics
+
+
+def test_unreadable_lines_are_counted_and_the_first_of_a_key_wins(tmp_path):
+    path = tmp_path / "r.jsonl"
+    line = dict(type="metric", part="p", arm="a", seed=0, kimg=10, metric="swd")
+    path.write_text("\n".join([json.dumps(dict(line, results={"v": 1})), "not json", "[1, 2]",
+                               json.dumps(dict(line, results={"v": 2})), ""]))
+    records, bad = read_results(str(path))
+    assert bad == 2 and len(records) == 2
+    metrics, _, _ = index_results(records)
+    assert metrics[("p", "a", 0, 10, "swd")]["results"] == {"v": 1}
+    assert read_results(str(tmp_path / "missing.jsonl")) == ([], 0)
+
+
+# ------------------------------------------------------------------------------ run folders
+def write_segment(root, name, kimgs, ticks):
+    seg = root / name
+    seg.mkdir(parents=True)
+    for k in kimgs:
+        (seg / ("network-snapshot-%06d.pt" % k)).write_bytes(b"x")
+        (seg / ("network-snapshot-%06d.pkl" % k)).write_bytes(b"x")
+    lines = [json.dumps({"Progress/tick": {"mean": t}, "Timing/sec_per_kimg": {"mean": s},
+                         "Timing/total_sec": {"mean": total}}) for t, s, total in ticks]
+    (seg / "stats.jsonl").write_text("\n".join(lines) + "\n" + '{"Progress/tick": {"me')  # cut last line
+    return seg
+
+
+def test_resume_point_and_timing_span_all_segments(tmp_path):
+    root = tmp_path / "seed0"
+    assert study_runs.latest_snapshot(str(root)) is None
+    write_segment(root, "00000-a", [0, 10, 20], [(0, 90.0, 5.0), (1, 12.0, 30.0), (2, 14.0, 60.0)])
+    (root / "00000-a" / "network-snapshot-000030.pkl").write_bytes(b"x")  # .pkl without .pt: incomplete
+    seg = write_segment(root, "00002-a-resumecustom", [30], [(11, 13.0, 20.0), (12, 100.0, 45.0)])
+    (root / "00001-a-resumecustom").mkdir()  # a start killed before its first snapshot
+    (root / "run.json").write_text("{}")
+    assert [os.path.basename(s) for s in study_runs.segments(str(root))] == [
+        "00000-a", "00001-a-resumecustom", "00002-a-resumecustom"]
+    assert study_runs.latest_snapshot(str(root)) == (30, str(seg / "network-snapshot-000030.pt"))
+    assert sorted(study_runs.snapshots(str(root))) == [0, 10, 20, 30]
+    wall, per_kimg = study_runs.train_timing(str(root))
+    assert wall == pytest.approx(60.0 + 45.0)
+    assert per_kimg == pytest.approx(np.median([12.0, 14.0, 13.0, 100.0]))  # tick 0 left out
+
+
+def test_a_run_started_with_other_options_is_refused_not_mixed(tmp_path):
+    study = study_plan.study_from_dict(TINY_PLAN)
+    driver = study_runner.Driver(study, str(tmp_path / "r.jsonl"), str(tmp_path / "runs"), 1, out=open(os.devnull, "w"))
+    task = study_runner.plan_tasks(study, ["tiny"], str(tmp_path / "runs"), {})[0]
+    os.makedirs(task.root)
+    study_runs.write_json(os.path.join(task.root, "run.json"),
+                          dict(command="python train.py --outdir x --nda-lambda=0.5", segments=[]))
+    assert driver.run_task(task) == "failed"
+    assert "plan now gives" in driver.failures[0] and not study_runs.segments(task.root)
+
+
+# ------------------------------------------------------------------------------ the plan
+def test_the_declared_plan_matches_the_study_design():
+    main, limited, sweep = (study_plan.STUDY.part(p) for p in ("main", "limited", "sweep"))
+    assert main.arm_names() == ["baseline", "nda-weighted", "reweight-only", "nda-mixture", "nda-jigsaw"]
+    assert len(main.seeds) >= 5 and main.kimg >= 50 and limited.seeds == main.seeds
+    assert dict(main.arms)["reweight-only"] == ("--nda-mode=reweight", "--nda-lambda=0.25")
+    assert limited.options == ("--subset=2000",) and limited.arm_names() == ["baseline", "nda-weighted", "nda-mixture"]
+    grid = [a for a in sweep.arm_names() if a != "baseline"]
+    assert len(grid) == 8 and len(sweep.seeds) == 3 and not set(sweep.seeds) & set(main.seeds)
+    assert {m.name for m in study_plan.METRICS} == {study_plan.FD_METRIC, "swd", "nda_auroc"}
+    from training import presets
+
+    per_snapshot = presets.PRESETS["cpu"]["kimg_per_tick"] * study_plan.SNAP_TICKS
+    for part in study_plan.PARTS:
+        assert all(k % per_snapshot == 0 for k in part.eval_kimg), "a planned kimg falls between snapshots"
+        assert part.eval_kimg == (10, 20, 30, 40, 50)
+
+
+def test_every_arm_of_the_plan_is_accepted_by_train_py(tmp_path):
+    import train
+
+    options = {tuple(study_plan.TRAIN_OPTIONS) + p.options + arm for p in study_plan.PARTS for _, arm in p.arms}
+    for opts in sorted(options):
+        result = CliRunner().invoke(train.main, ["--outdir", str(tmp_path), "--dry-run"] + list(opts))
+        assert result.exit_code == 0, (opts, result.output[-1500:])
+
+
+def test_bad_plans_and_arguments_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    bad = tmp_path / "bad.json"
+    for text, expect in [("{", "not valid JSON"), ('{"parts": {}}', "at least one part"),
+                         (json.dumps({"parts": {"p": {"arms": [["x", []]], "seeds": [0], "kimg": 1, "snap": 1,
+                                                      "eval_kimg": [0]}}}), "baseline arm")]:
+        bad.write_text(text)
+        result = runner.invoke(nda_study.cli, ["status", "--plan", str(bad)])
+        assert result.exit_code == 2 and expect in result.output and "Traceback" not in result.output
+    for args, expect in [(["run", "--part", "nope"], "unknown part"), (["run", "--workers", "0"], "at least 1"),
+                         (["report", str(tmp_path / "missing.jsonl")], "is not a file")]:
+        result = runner.invoke(nda_study.cli, args)
+        assert result.exit_code == 2 and expect in result.output, result.output
+
+
+# ------------------------------------------------------------------------------ statistics
+def test_t_interval_of_a_known_sample():
+    mean, low, high = study_stats.t_interval([1, 2, 3, 4, 5])
+    half = 2.7764451051977987 * np.sqrt(2.5) / np.sqrt(5)  # t(0.975, 4) * s / sqrt(n)
+    assert (mean, low, high) == pytest.approx((3.0, 3.0 - half, 3.0 + half))
+    assert study_stats.t_interval([7.0]) == (7.0, None, None)
+
+
+def test_paired_bootstrap_on_known_shifts():
+    assert study_stats.paired_bootstrap([2.0, 2.0, 2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    rng = np.random.default_rng(0)
+    d = 1.0 + rng.standard_normal(400)
+    mean, low, high = study_stats.paired_bootstrap(d)
+    half = stats.norm.ppf(0.975) * d.std(ddof=1) / np.sqrt(d.size)
+    assert mean == pytest.approx(d.mean())
+    assert low == pytest.approx(d.mean() - half, abs=0.15 * half) and high == pytest.approx(d.mean() + half, abs=0.15 * half)
+    assert study_stats.paired_bootstrap(d) == (mean, low, high)  # fixed seed: reproducible
+    no_shift = [-1.0, 1.0, -0.5, 0.5, 0.0]
+    _, low, high = study_stats.paired_bootstrap(no_shift)
+    assert low < 0 < high
+
+
+def test_the_sentences_say_whether_a_difference_is_noise():
+    worse = study_stats.verdict("nda", "baseline", "FD", "%.2f", True, [1.0, 2.0, 1.5, 0.5, 3.0])
+    assert "1.60 higher (worse)" in worse and "excludes zero: distinguishable from noise" in worse
+    noise = study_stats.verdict("nda", "baseline", "AUROC", "%.4f", False, [0.01, -0.02, 0.0, 0.01, -0.01])
+    assert "not distinguishable from noise" in noise and "(worse)" in noise
+    better = study_stats.verdict("nda", "baseline", "AUROC", "%.4f", False, [0.02, 0.03, 0.025])
+    assert "higher (better)" in better and "distinguishable from noise" in better
+    assert "too few paired seeds" in study_stats.verdict("nda", "baseline", "FD", "%.2f", True, [1.0])
+
+
+# ------------------------------------------------------------------------------ report
+def synthetic_results(path, arms=("baseline", "nda-weighted", "reweight-only"), seeds=range(5), part="main",
+                      shift=(0.0, 2.0, 0.0), kimgs=(10, 20, 30, 40, 50), seed_base=0):
+    rng = np.random.default_rng(seed_base)
+    for i, arm in enumerate(arms):
+        for seed in seeds:
+            for k in kimgs:
+                fd = 60 - 0.6 * k + shift[i] + rng.normal(0, 0.3)
+                common = dict(type="metric", part=part, arm=arm, arm_index=i, baseline_arm="baseline", seed=seed,
+                              kimg=k, s_per_kimg=12.0 + i + rng.random(), train_wall_s=600.0 + seed, segments=1,
+                              train_commits=["0" * 40], commit="0" * 40, dirty=False)
+                append_record(path, dict(common, metric=study_plan.FD_METRIC, results={study_plan.FD_METRIC: fd}))
+                append_record(path, dict(common, metric="nda_auroc", results={
+                    "nda_auroc_neg_jigsaw": 0.8 + 0.01 * i + rng.normal(0, 0.01),
+                    "nda_auroc_corrupt_gaussian_blur": 0.7, "nda_auroc_corrupt_jpeg": 0.6, "nda_auroc_mean": 0.7}))
+
+
+def test_report_is_the_same_to_the_byte_and_shows_every_run(tmp_path):
+    path = str(tmp_path / "results.jsonl")
+    synthetic_results(path)
+    append_record(path, dict(type="diverged", part="main", arm="nda-mixture", arm_index=3, baseline_arm="baseline",
+                             seed=4, message="Error: training diverged at kimg 12.000"))
+    with open(path, "a") as f:
+        f.write('{"type": "metric", "part": "main", "ar')  # a cut line
+    runner = CliRunner()
+    outputs = []
+    for out in ("a", "b"):
+        result = runner.invoke(nda_study.cli, ["report", path, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        outputs.append({name: (tmp_path / out / name).read_bytes() for name in sorted(os.listdir(tmp_path / out))})
+    assert outputs[0] == outputs[1]
+    text = outputs[0]["nda-study.md"].decode()
+    assert "1 unreadable line ignored" in text and "(16 runs)" in text
+    every_run = text.split("### Every run")[1]
+    rows = [line for line in every_run.splitlines() if line.startswith("| `")]
+    assert len(rows) == 16 and "diverged: Error: training diverged at kimg 12.000" in every_run
+    # nda-weighted was made 2.0 worse on every seed (noise sd 0.3); reweight-only is the baseline plus noise.
+    sentences = {s.split(",")[0]: s for s in text.splitlines() if s.startswith("- `") and "Frechet" in s}
+    worse = sentences["- `nda-weighted` vs `baseline`"]
+    assert 1.5 < float(worse.split(": ")[1].split()[0]) < 2.5
+    assert "higher (worse)" in worse and "excludes zero: distinguishable from noise" in worse
+    assert "includes zero: not distinguishable from noise" in sentences["- `reweight-only` vs `baseline`"]
+    pngs = [n for n in outputs[0] if n.endswith(".png")]
+    assert sorted(pngs) == ["nda-study-main-fdl0_10k_full.png", "nda-study-main-mean-nda_auroc_corrupt.png",
+                            "nda-study-main-nda_auroc_neg_jigsaw.png"]
+    for name in pngs:
+        assert "](%s)" % name in text
+        image = Image.open(tmp_path / "a" / name)
+        assert image.size == (760, 440) and len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 10
+
+
+def test_mean_of_prefix_averages_the_corruption_sets():
+    record = dict(results={"nda_auroc_corrupt_a": 0.5, "nda_auroc_corrupt_b": 0.7, "nda_auroc_neg_jigsaw": 0.9})
+    assert study_report.value_of(record, "mean_of:nda_auroc_corrupt_") == pytest.approx(0.6)
+    assert study_report.value_of(record, "nda_auroc_neg_jigsaw") == 0.9
+    assert study_report.value_of(record, "missing") is None
+
+
+# ------------------------------------------------------------------------------ promotion
+def sweep_lines(path, best="lambda0.5-start10", skip=None):
+    part = study_plan.STUDY.part("sweep")
+    for i, (arm, _) in enumerate(part.arms):
+        for seed in part.seeds:
+            if (arm, seed) == skip:
+                continue
+            fd = 30.0 - (5.0 if arm == best else 0.0) + 0.1 * i + 0.01 * seed
+            append_record(path, dict(type="metric", part="sweep", arm=arm, arm_index=i, baseline_arm="baseline",
+                                     seed=seed, kimg=50, metric=study_plan.FD_METRIC,
+                                     results={study_plan.FD_METRIC: fd}))
+
+
+def test_promotion_waits_for_the_whole_sweep_then_records_the_rule_once(tmp_path):
+    path = str(tmp_path / "results.jsonl")
+    sweep_lines(path, skip=("lambda0.1-start0", 101))
+    with pytest.raises(study_promote.NotReady, match="1 run"):
+        study_promote.promote(study_plan.STUDY, path, "c" * 40, False)
+    sweep_lines(str(tmp_path / "full.jsonl"))
+    record = study_promote.promote(study_plan.STUDY, str(tmp_path / "full.jsonl"), "c" * 40, False)
+    assert record["chosen_arm"] == "lambda0.5-start10"
+    assert record["options"] == ["--nda=jigsaw,stitch", "--nda-mode=weighted", "--nda-lambda=0.5",
+                                 "--nda-start-kimg=10"]
+    assert record["means"]["lambda0.5-start10"] == pytest.approx(25.0 + 0.1 * 7 + 0.01 * 101)  # mean over seeds 100-102
+    assert "baseline" not in record["means"]
+    with pytest.raises(ValueError, match="already promoted"):
+        study_promote.promote(study_plan.STUDY, str(tmp_path / "full.jsonl"), "c" * 40, False)
+    records, _ = read_results(str(tmp_path / "full.jsonl"))
+    _, _, promotions = index_results(records)
+    tasks = study_runner.plan_tasks(study_plan.STUDY, ["main"], str(tmp_path / "runs"), promotions)
+    promoted = [t for t in tasks if t.arm == "sweep-best"]
+    assert [t.seed for t in promoted] == list(study_plan.MAIN_SEEDS)
+    assert promoted[0].options == tuple(record["options"]) and promoted[0].arm_index == 5
+    text, _ = study_report.build_report(str(tmp_path / "full.jsonl"))
+    assert "Chosen from part `sweep`: `lambda0.5-start10`" in text
