@@ -57,6 +57,17 @@ def _parts(study, parts):
     return names
 
 
+def _check_metrics(study):
+    """Every metric of the plan must exist in this checkout before hours of training start."""
+    from metrics import registry
+
+    for metric in study.metrics:
+        if not registry.is_valid_metric(metric.name):
+            raise click.UsageError("the plan's metric %r is not in this checkout's calc_metrics.py (it has %s); "
+                                   "update the checkout or change the plan before any run starts"
+                                   % (metric.name, ", ".join(registry.list_metrics())))
+
+
 plan_option = click.option("--plan", metavar="FILE", help="A study plan as JSON [default: experiments/study_plan.py]")
 results_option = click.option("--results", default=None, metavar="FILE",
                               help="Results file [default: %s]" % DEFAULT_RESULTS)
@@ -93,6 +104,7 @@ def run(parts, workers, results, workdir, plan, dry_run):
     results, workdir = _default(results, DEFAULT_RESULTS), _default(workdir, DEFAULT_WORKDIR)
     if os.path.isdir(results):
         raise click.UsageError("--results: %s is a folder; give a file (e.g. %s)" % (results, DEFAULT_RESULTS))
+    _check_metrics(study)
     driver = study_runner.Driver(study, results, workdir, workers)
     tasks = study_runner.plan_tasks(study, names, workdir, driver.promotions)
     if dry_run:

@@ -150,10 +150,25 @@ class Driver:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._children = set()
-        records, _ = read_results(results_path)
-        self.done, self.diverged, self.promotions = index_results(records)
+        self.done, self.diverged, self.promotions = {}, {}, {}  # what the results file holds
+        self.refresh()
         self.failures = []
         self.durations = []
+
+    def refresh(self):
+        """Re-read the results file: another driver (another part, or a second terminal) may have
+        finished runs since this one started."""
+        records, _ = read_results(self.results_path)
+        found = index_results(records)
+        with self._lock:
+            for mine, theirs in zip((self.done, self.diverged, self.promotions), found):
+                for key, value in theirs.items():
+                    mine.setdefault(key, value)
+
+    def _git(self):
+        """The checkout's state now (code merged while the study runs is recorded as such)."""
+        self.commit, self.dirty = git_state()
+        return self.commit, self.dirty
 
     # ------------------------------------------------------------------ output and subprocesses
     def say(self, line):
@@ -224,7 +239,8 @@ class Driver:
             if latest is not None:
                 argv += ["--resume", display_path(latest[1])]
                 self.say("resume %s from kimg %d" % (task.label(), latest[0]))
-            info["segments"].append(dict(commit=self.commit, dirty=self.dirty,
+            commit, dirty = self._git()
+            info["segments"].append(dict(commit=commit, dirty=dirty,
                                          resume=None if latest is None else display_path(latest[1])))
             study_runs.write_json(os.path.join(root, "run.json"), info)
             rc, output = self._spawn(argv, log_path=os.path.join(root, "train-output.log"))
@@ -236,7 +252,7 @@ class Driver:
                 if DIVERGED_MARK in output:
                     self._record(dict(type="diverged", part=task.part.name, arm=task.arm, arm_index=task.arm_index,
                                       baseline_arm=task.part.baseline, seed=task.seed, message=last,
-                                      train_command=command, commit=self.commit, dirty=self.dirty))
+                                      train_command=command, commit=commit, dirty=dirty))
                     with self._lock:
                         self.diverged[task.key] = True
                     self.say("diverged %s: %s (recorded; its snapshots are still evaluated)" % (task.label(), last))
@@ -270,6 +286,7 @@ class Driver:
                         continue  # it stopped before this snapshot
                     raise RunFailed("no snapshot for kimg %d in %s; check the plan's snap/eval_kimg" % (kimg, task.root))
                 network = display_path(snaps[kimg])
+                commit, dirty = self._git()
                 argv = (["python", "calc_metrics.py", "--network", network, "--metrics", metric.name,
                          "--seed", str(self.study.eval_seed), "--verbose", "false"] + list(metric.options))
                 start = time.time()
@@ -287,7 +304,7 @@ class Driver:
                               metric_options=list(metric.options), results=result["results"],
                               metric_time_s=result.get("total_time"), eval_wall_s=wall,
                               eval_command=study_runs.command_text(argv), snapshot=network,
-                              commit=self.commit, dirty=self.dirty, **facts)
+                              commit=commit, dirty=dirty, **facts)
                 self._record(record)
                 with self._lock:
                     self.done[key] = record
@@ -305,6 +322,9 @@ class Driver:
             self.say("busy %s: another driver is working on it; skipped" % task.label())
             return "busy"
         try:
+            self.refresh()  # under the run's lock: lines another driver wrote are seen before any work
+            if self.is_complete(task):
+                return "skipped"
             start = time.time()
             facts = self._train(task)
             if facts is None:
@@ -315,11 +335,17 @@ class Driver:
             self.durations.append(time.time() - start)
             return "done"
         except (RunFailed, PlanChanged) as exc:
-            self.failures.append("%s: %s" % (task.label(), exc))
-            self.say("FAILED %s: %s" % (task.label(), exc))
-            return "failed"
+            return self._failed(task, str(exc))
+        except Exception as exc:  # noqa: BLE001  (one broken run must not end the others' worker)
+            return self._failed(task, "%s: %s" % (type(exc).__name__, exc))
         finally:
             lock.release()
+
+    def _failed(self, task, message):
+        with self._lock:
+            self.failures.append("%s: %s" % (task.label(), message))
+        self.say("FAILED %s: %s" % (task.label(), message))
+        return "failed"
 
     # ------------------------------------------------------------------ the pool
     def run(self, tasks, study_tasks=None):

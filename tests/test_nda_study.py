@@ -222,6 +222,10 @@ def test_bad_plans_and_arguments_are_one_line_errors(tmp_path):
         bad.write_text(text)
         result = runner.invoke(nda_study.cli, ["status", "--plan", str(bad)])
         assert result.exit_code == 2 and expect in result.output and "Traceback" not in result.output
+    bad.write_text(json.dumps(dict(TINY_PLAN, metrics=[{"name": "fd_not_here"}])))
+    result = runner.invoke(nda_study.cli, ["run", "--plan", str(bad), "--results", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 2 and "metric 'fd_not_here' is not in this checkout" in result.output
+    assert not (tmp_path / "r.jsonl").exists()
     for args, expect in [(["run", "--part", "nope"], "unknown part"), (["run", "--workers", "0"], "at least 1"),
                          (["report", str(tmp_path / "missing.jsonl")], "is not a file")]:
         result = runner.invoke(nda_study.cli, args)
