@@ -14,12 +14,17 @@ BOOTSTRAP_SAMPLES = 10000
 BOOTSTRAP_SEED = 20210502  # fixed: the same file gives the same intervals
 
 
-def t_interval(values, confidence=CONFIDENCE):
-    """``(mean, low, high)``: Student's t interval of the mean; low/high are None below 2 values."""
+def _sample(values, name):
+    """``(array, mean)``; an empty sample is a caller's error."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
-        raise ValueError("t_interval needs at least one value")
-    mean = float(x.mean())
+        raise ValueError("%s needs at least one value" % name)
+    return x, float(x.mean())
+
+
+def t_interval(values, confidence=CONFIDENCE):
+    """``(mean, low, high)``: Student's t interval of the mean; low/high are None below 2 values."""
+    x, mean = _sample(values, "t_interval")
     if x.size < 2:
         return mean, None, None
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
@@ -29,10 +34,7 @@ def t_interval(values, confidence=CONFIDENCE):
 def paired_bootstrap(differences, confidence=CONFIDENCE, samples=BOOTSTRAP_SAMPLES, seed=BOOTSTRAP_SEED):
     """``(mean, low, high)``: percentile bootstrap interval of the mean of per-seed differences
     (arm minus baseline, same seed); low/high are None below 2 differences."""
-    d = np.asarray(differences, dtype=np.float64)
-    if d.size == 0:
-        raise ValueError("paired_bootstrap needs at least one difference")
-    mean = float(d.mean())
+    d, mean = _sample(differences, "paired_bootstrap")
     if d.size < 2:
         return mean, None, None
     rng = np.random.Generator(np.random.PCG64(seed))
