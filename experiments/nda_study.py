@@ -128,8 +128,8 @@ def run(parts, workers, results, workdir, plan, dry_run):
     if driver.stopped:
         sys.exit(143)
     if driver.failures:
-        click.echo("%d run(s) failed (run again to retry):\n  %s" % (len(driver.failures), "\n  ".join(driver.failures)),
-                   err=True)
+        failed = "\n  ".join(driver.failures)
+        click.echo("%d run(s) failed (run again to retry):\n  %s" % (len(driver.failures), failed), err=True)
         sys.exit(1)
 
 

@@ -92,7 +92,8 @@ def band_plot(series, title, xlabel, ylabel):
         banded = [p for p in pts if p[2] is not None and p[3] is not None]
         if len(banded) >= 2:
             overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
-            polygon = [(px(x), py(hi)) for x, _, _, hi in banded] + [(px(x), py(lo)) for x, _, lo, _ in reversed(banded)]
+            polygon = ([(px(x), py(hi)) for x, _, _, hi in banded] +
+                       [(px(x), py(lo)) for x, _, lo, _ in reversed(banded)])
             ImageDraw.Draw(overlay).polygon(polygon, fill=color + (48,))
             image.alpha_composite(overlay)
             draw = ImageDraw.Draw(image)

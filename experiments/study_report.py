@@ -190,9 +190,10 @@ def _difference_section(data, keys):
     for arm in data.arms:
         if arm == data.baseline:
             continue
-        for rk, base, other in ([(rk, data.values(data.baseline, k, rk), data.values(arm, k, rk)) for rk in keys] +
-                                [(rk, data.run_values(data.baseline, rk), data.run_values(arm, rk)) for rk in RUN_KEYS]):
-            seeds, diffs = _pairs(base, other)
+        compared = [(rk, data.values(data.baseline, k, rk), data.values(arm, k, rk)) for rk in keys]
+        compared += [(rk, data.run_values(data.baseline, rk), data.run_values(arm, rk)) for rk in RUN_KEYS]
+        for rk, base, other in compared:
+            _, diffs = _pairs(base, other)
             if not diffs:
                 continue
             mean, low, high = study_stats.paired_bootstrap(diffs)

@@ -17,6 +17,7 @@ from experiments import study_runs
 from experiments.study_results import append_record, index_results, read_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUTPUT_TAIL = 1 << 18
 DIVERGED_MARK = "training diverged"  # train.py's one-line error when losses become NaN/Inf
 # Runs a child so that it dies with the thread that started it (Linux's parent-death signal):
 # a driver killed with SIGKILL leaves no trainer behind to race a restarted driver.
@@ -198,9 +199,11 @@ class Driver:
             proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             with self._lock:
                 self._children.add(proc)
-            chunks = []
+            if self._stop.is_set():  # stop() ran while this child was starting
+                proc.terminate()
+            tail = b""  # the end of the output is enough for errors (a 50-kimg run prints megabytes)
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-                chunks.append(chunk)
+                tail = (tail + chunk)[-OUTPUT_TAIL:]
                 if log is not None:
                     log.write(chunk)
                     log.flush()
@@ -210,14 +213,19 @@ class Driver:
                 log.close()
         with self._lock:
             self._children.discard(proc)
-        return rc, b"".join(chunks).decode("utf-8", "replace")
+        return rc, tail.decode("utf-8", "replace")
 
     # ------------------------------------------------------------------ one run
     def is_complete(self, task):
+        """Every planned line is in the results file; for a diverged run, those of the snapshots it wrote."""
+        keys = planned_keys(self.study, task)
         with self._lock:
-            if task.key in self.diverged:
-                return True
-            return all(key in self.done for key in planned_keys(self.study, task))
+            diverged = task.key in self.diverged
+        if diverged:
+            written = study_runs.snapshots(task.root)
+            keys = [k for k in keys if k[3] in written]
+        with self._lock:
+            return all(key in self.done for key in keys)
 
     def _train(self, task):
         """Train (or resume) until train.py exits 0; returns run facts for the result lines."""
@@ -233,7 +241,9 @@ class Driver:
                               % (task.label(), info.get("command"), command))
         if info is None:
             info = dict(part=task.part.name, arm=task.arm, seed=task.seed, command=command, segments=[])
-        if trained is None:
+        with self._lock:
+            diverged = task.key in self.diverged
+        if trained is None and not diverged:  # a diverged run would diverge again: never retrained
             latest = study_runs.latest_snapshot(root)
             argv = list(fresh)
             if latest is not None:
@@ -284,7 +294,8 @@ class Driver:
                 if kimg not in snaps:
                     if task.key in self.diverged:
                         continue  # it stopped before this snapshot
-                    raise RunFailed("no snapshot for kimg %d in %s; check the plan's snap/eval_kimg" % (kimg, task.root))
+                    raise RunFailed("no snapshot for kimg %d in %s; check the plan's snap/eval_kimg"
+                                    % (kimg, task.root))
                 network = display_path(snaps[kimg])
                 commit, dirty = self._git()
                 argv = (["python", "calc_metrics.py", "--network", network, "--metrics", metric.name,

@@ -186,6 +186,22 @@ def test_a_run_started_with_other_options_is_refused_not_mixed(tmp_path):
     assert "plan now gives" in driver.failures[0] and not study_runs.segments(task.root)
 
 
+def test_a_diverged_run_is_never_retrained_but_its_written_snapshots_are_scored(tmp_path):
+    study = study_plan.study_from_dict(TINY_PLAN)
+    results = str(tmp_path / "r.jsonl")
+    append_record(results, dict(type="diverged", part="tiny", arm="baseline", arm_index=0, baseline_arm="baseline",
+                                seed=0, message="Error: training diverged at kimg 0.1"))
+    out = open(os.devnull, "w")
+    driver = study_runner.Driver(study, results, str(tmp_path / "runs"), 1, out=out, env=driver_env())
+    task = study_runner.plan_tasks(study, ["tiny"], str(tmp_path / "runs"), {})[0]
+    assert driver.is_complete(task)  # it wrote no snapshot: nothing to score
+    write_segment(tmp_path / "runs" / "tiny" / "baseline" / "seed0", "00000-x", [0], [(1, 12.0, 30.0)])
+    assert not driver.is_complete(task)
+    assert driver.run_task(task) == "failed"  # the stand-in snapshot is no network: calc_metrics says so
+    assert "calc_metrics.py swd" in driver.failures[0]
+    assert len(study_runs.segments(task.root)) == 1 and not os.path.exists(os.path.join(task.root, "run.json"))
+
+
 # ------------------------------------------------------------------------------ the plan
 def test_the_declared_plan_matches_the_study_design():
     main, limited, sweep = (study_plan.STUDY.part(p) for p in ("main", "limited", "sweep"))
@@ -247,7 +263,8 @@ def test_paired_bootstrap_on_known_shifts():
     mean, low, high = study_stats.paired_bootstrap(d)
     half = stats.norm.ppf(0.975) * d.std(ddof=1) / np.sqrt(d.size)
     assert mean == pytest.approx(d.mean())
-    assert low == pytest.approx(d.mean() - half, abs=0.15 * half) and high == pytest.approx(d.mean() + half, abs=0.15 * half)
+    assert low == pytest.approx(d.mean() - half, abs=0.15 * half)
+    assert high == pytest.approx(d.mean() + half, abs=0.15 * half)
     assert study_stats.paired_bootstrap(d) == (mean, low, high)  # fixed seed: reproducible
     no_shift = [-1.0, 1.0, -0.5, 0.5, 0.0]
     _, low, high = study_stats.paired_bootstrap(no_shift)
