@@ -310,6 +310,35 @@ def test_bad_datasets_fail_before_training(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_image_that_fails_to_decode_mid_run_is_one_line_exit_2_and_logged(tmp_path, workers):
+    """Only headers (and the first image) are decoded before launch; a corrupt image found while
+    training (in the process or in a DataLoader worker) is one line, not a chained traceback."""
+    import io
+    import subprocess
+
+    data = tmp_path / "broken.zip"
+    rng = np.random.RandomState(0)
+    with zipfile.ZipFile(str(data), "w") as z:
+        for i in range(16):
+            buf = io.BytesIO()
+            Image.fromarray(rng.randint(0, 255, size=(16, 16, 3), dtype=np.uint8)).save(buf, format="png")
+            png = buf.getvalue()
+            if i > 0:  # header intact, pixel data garbled: passes the header scan, fails to decode
+                start = png.index(b"IDAT") + 4
+                png = png[:start] + b"\xff" * 40 + png[start + 40:]
+            z.writestr("img%03d.png" % i, png)
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--outdir", str(tmp_path / "runs"), "--data", str(data),
+           "--kimg", "0.032", "--batch", "8", "--metrics", "none", "--workers", str(workers)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    assert "cannot decode image img0" in line and "broken.zip" in line and "re-save" in line
+    (run,) = os.listdir(str(tmp_path / "runs"))
+    assert open(os.path.join(str(tmp_path / "runs"), run, "log.txt")).read().splitlines()[-1] == line
+
+
 def test_cond_needs_labels(tmp_path):
     unlabelled = write_images(tmp_path / "plain", [(32, 32, 3)] * 4)
     result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--data", unlabelled, "--cond", "1")

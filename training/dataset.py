@@ -300,7 +300,9 @@ class ImageFolderDataset(Dataset):
                 img = img.convert(MODE_CONVERSIONS[img.mode]) if img.mode in MODE_CONVERSIONS else img
                 image = np.array(img, dtype=np.uint8)
         except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-            raise DatasetError("cannot decode image %s in %s (%s); remove or re-save it" % (fname, self._path, exc))
+            # The cause is in the message: no chained traceback on top of it.
+            raise DatasetError("cannot decode image %s in %s (%s); remove or re-save it"
+                               % (fname, self._path, exc)) from None
         if image.ndim == 2:
             image = image[:, :, None]
         image = image.transpose(2, 0, 1)

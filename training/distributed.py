@@ -145,15 +145,30 @@ def join_torchrun(device):
 def run_training_loop(rank, config):
     """The per-process entry point of train.py: hand the config to the training loop."""
     from training import training_loop  # imported here: spawned children import it themselves
+    from training.dataset import DatasetError
 
     try:
         training_loop.training_loop(rank=rank, **config)
     except training_loop.TrainingDiverged:
         # The loop has already reported the one line (log.txt and stderr); no traceback on top.
         raise SystemExit(1)
+    except DatasetError as exc:
+        # Data that passed the checks before launch but fails to decode mid-run (a corrupt image):
+        # one line on stderr and in log.txt, exit code 2 like every other bad-input error.
+        line = "Error: --data: %s" % _last_line(exc)
+        print(line, file=sys.stderr, flush=True)
+        with open(os.path.join(config["run_dir"], "log.txt"), "a") as f:
+            f.write(line + "\n")
+        raise SystemExit(2)
     except Exception:
         record_failure(config.get("run_dir"), rank)
         raise
+
+
+def _last_line(exc):
+    """The message itself: a DataLoader worker's error arrives wrapped in the worker's traceback."""
+    lines = str(exc).strip().splitlines() or [repr(exc)]
+    return lines[-1].split(type(exc).__name__ + ": ", 1)[-1]
 
 
 def record_failure(run_dir, rank):
