@@ -57,7 +57,11 @@ def _presets_help():
 @click.option("--freezed", help="Freeze-D: number of frozen discriminator layers [default: 0]", type=int, metavar="INT")
 # Performance.
 @click.option("--fp32", help="Disable mixed precision (always off on a CPU) [default: false]", type=bool, metavar="BOOL")
+@click.option("--nhwc", help="Channels-last (NHWC) memory format in the FP16 layers (a CPU has none: no effect) "
+              "[default: false]", type=bool, metavar="BOOL")
 @click.option("--allow-tf32", help="Allow TF32 in matmul and convolutions [default: false]", type=bool, metavar="BOOL")
+@click.option("--nobench", help="Disable cuDNN benchmarking (no effect on a CPU) [default: false]", type=bool,
+              metavar="BOOL")
 @click.option("--workers", help="DataLoader worker processes [default: 3 on GPU, 0 on CPU]", type=int, metavar="INT")
 def main(ctx, outdir, dry_run, **kwargs):
     """Train a StyleGAN2-ADA-style GAN, with the options of installed trainer plugins (e.g. NDA).

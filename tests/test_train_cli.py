@@ -197,7 +197,7 @@ def test_help_lists_host_and_nda_plugin_options():
     assert result.exit_code == 0
     for flag in ("--outdir", "--gpus", "--snap", "--metrics", "--seed", "--dry-run", "--data", "--cond", "--subset",
                  "--mirror", "--cfg", "--gamma", "--kimg", "--batch", "--aug", "--p", "--target", "--augpipe",
-                 "--resume", "--freezed", "--fp32", "--allow-tf32", "--workers",
+                 "--resume", "--freezed", "--fp32", "--nhwc", "--allow-tf32", "--nobench", "--workers",
                  "--nda", "--nda-lambda", "--nda-mode", "--nda-loss"):
         assert flag in result.output, flag
 
@@ -251,6 +251,38 @@ def test_cifar_architecture_options(tmp_path, monkeypatch):
     assert c["D_kwargs"]["architecture"] == "orig" and c["loss_kwargs"]["pl_weight"] == 0
     assert c["D_kwargs"]["epilogue_kwargs"]["mbstd_group_size"] == 32 and c["batch_gpu"] == 8
     assert c["G_kwargs"]["synthesis_kwargs"]["channel_base"] == 32768 and c["augment_kwargs"] is None
+
+
+def test_nhwc_and_nobench_as_in_the_host(tmp_path, monkeypatch):
+    """--nhwc: channels-last in the FP16 layers (a CPU run has none); --nobench: cuDNN benchmarking off."""
+    from training.util import construct_class_by_name
+
+    captured = {}
+    monkeypatch.setattr(distributed, "launch", lambda fn, n, device="cpu", args=(): captured.update(c=args[0]))
+    assert invoke("--outdir", str(tmp_path), "--metrics", "none").exit_code == 0
+    default = captured["c"]
+    result = invoke("--outdir", str(tmp_path), "--metrics", "none", "--nhwc", "1", "--nobench", "true")
+    assert result.exit_code == 0, result.output
+    c = captured["c"]
+    assert default["cudnn_benchmark"] is True and c["cudnn_benchmark"] is False
+    assert "fp16_channels_last" not in default["G_kwargs"]["synthesis_kwargs"]
+    assert c["G_kwargs"]["synthesis_kwargs"]["fp16_channels_last"] is True
+    assert c["D_kwargs"]["block_kwargs"]["fp16_channels_last"] is True
+    assert os.path.basename(c["run_dir"]).endswith("-builtin-cpu")  # like the host: not part of the run's name
+
+    def channels_last_blocks(num_fp16_res):
+        common = dict(c_dim=0, img_resolution=32, img_channels=3)
+        G = construct_class_by_name(**dict(c["G_kwargs"], synthesis_kwargs=dict(
+            c["G_kwargs"]["synthesis_kwargs"], num_fp16_res=num_fp16_res)), **common)
+        D = construct_class_by_name(**dict(c["D_kwargs"], num_fp16_res=num_fp16_res), **common)
+        blocks = [b for b in list(G.synthesis.children()) + list(D.children()) if hasattr(b, "channels_last")]
+        return sorted((type(b).__name__, b.resolution) for b in blocks if b.channels_last)
+
+    assert channels_last_blocks(0) == []  # the CPU config: no FP16 layers, so nothing changes
+    assert channels_last_blocks(2) == [("DiscriminatorBlock", 16), ("DiscriminatorBlock", 32),
+                                       ("SynthesisBlock", 16), ("SynthesisBlock", 32)]  # a GPU's FP16 layers
+    result = invoke("--outdir", str(tmp_path), "--dry-run", "--nhwc", "maybe")
+    assert result.exit_code == 2 and "--nhwc" in error_line(result)
 
 
 def test_run_dir_takes_next_free_id_and_json_is_atomic(tmp_path):

@@ -140,7 +140,8 @@ def _augment_config(aug, p, target, augpipe):
 
 def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=None, subset=None, mirror=None,
                  cfg=None, gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None,
-                 resume=None, freezed=None, fp32=None, allow_tf32=None, workers=None, torchrun_world=None):
+                 resume=None, freezed=None, fp32=None, nhwc=None, allow_tf32=None, nobench=None, workers=None,
+                 torchrun_world=None):
     """Return ``(desc, c, info)``: the run description (folder name without id), the loop's
     config and the dataset's DatasetInfo.
 
@@ -246,6 +247,8 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
         desc += "-freezed%d" % freezed
         c["D_kwargs"]["block_kwargs"]["freeze_layers"] = freezed
 
-    c["cudnn_benchmark"] = True
+    if nhwc:  # the networks apply it to their FP16 layers only, so it changes nothing on a CPU
+        c["G_kwargs"]["synthesis_kwargs"]["fp16_channels_last"] = c["D_kwargs"]["block_kwargs"]["fp16_channels_last"] = True
+    c["cudnn_benchmark"] = not nobench
     c["allow_tf32"] = bool(allow_tf32)
     return desc, c, info
