@@ -26,6 +26,7 @@ from training.grid import pick_grid_samples, save_image_grid
 from training.progress import ProgressBar, render_bar
 from training.sampler import ShardedInfiniteSampler, derive_seed
 from training.snapshot import load_network_file, save_snapshot, snapshot_stem
+from training.tensorboard_log import TensorBoardLog
 from training.util import EasyDict, construct_class_by_name, format_time, to_plain
 
 
@@ -376,6 +377,7 @@ def training_loop(
 
     stats_collector = training_stats.Collector(regex=".*", device=stats_device)
     stats_path = os.path.join(run_dir, "stats.jsonl")
+    tensorboard = TensorBoardLog(run_dir, start_time, log) if rank == 0 else None
     bar = ProgressBar(total_kimg) if rank == 0 else None
     log.bar = bar
     log("Training for %g kimg from kimg %.1f (%d process(es), batch %d, %d per round)..."
@@ -505,14 +507,17 @@ def training_loop(
                 last_snapshot = snapshot_pkl
 
         if metrics and network_snapshot_ticks and (done or cur_tick % network_snapshot_ticks == 0):
-            _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, rank, num_gpus, run_dir,
-                         snapshot_pkl, log)
+            results = _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, rank, num_gpus,
+                                   run_dir, snapshot_pkl, log)
+            if tensorboard is not None:
+                tensorboard.add_metric_results(results)
 
         stats_collector.update()
         if rank == 0:
-            line = json.dumps(dict(stats_collector.as_dict(), timestamp=time.time()))
+            stats, timestamp = stats_collector.as_dict(), time.time()
             with open(stats_path, "a") as f:
-                f.write(line + "\n")
+                f.write(json.dumps(dict(stats, timestamp=timestamp)) + "\n")
+            tensorboard.write_tick(cur_nimg, stats, timestamp)
 
         cur_tick += 1
         tick_start_nimg = cur_nimg
@@ -521,6 +526,8 @@ def training_loop(
 
     if bar is not None:
         bar.clear()
+    if tensorboard is not None:
+        tensorboard.close()
     log("Exiting...")
     return EasyDict(cur_nimg=cur_nimg, cur_tick=cur_tick, snapshot=last_snapshot)
 
@@ -530,10 +537,13 @@ def _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, ra
         from metrics import registry
     except ImportError as exc:
         log("Skipping metrics %s: the metrics package cannot be imported (%s)" % (", ".join(metrics), exc))
-        return
+        return {}
+    values = {}
     for name in metrics:
         result = registry.compute_metric(name, G=G_ema, dataset=training_set_kwargs, device=device, D=D, rank=rank,
                                          num_gpus=num_gpus, nda_spec=(loss_kwargs or {}).get("nda_spec"))
         if rank == 0:
             registry.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
             log("Metric %s: %s" % (name, json.dumps(result.get("results", {}))))
+        values.update(result.get("results", {}))
+    return values
