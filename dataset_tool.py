@@ -1,19 +1,26 @@
 """Convert images into the trainer's dataset format: a zip (or folder) of PNGs named
 ``00000/img00000000.png`` plus ``dataset.json`` labels when there are any.
 
-Sources: a folder of images (searched recursively), a zip of images, or ``builtin`` (the
-procedural cartoon faces). Labels come from the source's ``dataset.json``, or else from the
-first-level subfolder names (``cats/x.png``, ``dogs/y.png`` -> classes 0 and 1).
+The sources and options are stylegan2-ada-pytorch's (``--source``, ``--dest``, ``--max-images``,
+``--transform``, ``--width``, ``--height``, ``--resize-filter``), plus the built-in faces and the
+``--resolution WxH`` shorthand. Sources (training/dataset_sources.py): a folder or zip of images,
+CIFAR-10's python tarball, MNIST's idx files, an LSUN LMDB folder, or ``builtin``.
 
 Examples:
 
     python dataset_tool.py --source ~/photos --dest photos64.zip --resolution 64x64
+    python dataset_tool.py --source ~/downloads/cifar-10-python.tar.gz --dest cifar10.zip
+    python dataset_tool.py --source ~/downloads/train-images-idx3-ubyte.gz --dest mnist.zip
+    python dataset_tool.py --source ~/lsun/cat_lmdb --dest lsuncat256.zip --transform center-crop --width 256 --height 256
     python dataset_tool.py --source builtin --dest faces32.zip --resolution 32x32 --max-images 10000
 
-Output is written to a temporary file next to ``--dest`` and moved into place at the end, so an
-interrupted run never leaves a half-written dataset. Bad input is a one-line error (exit code 2).
+Every option is checked before anything is read or written; the output is written under a
+temporary name next to ``--dest`` and moved into place at the end (with the usual permissions), so
+an interrupted run never leaves a half-written dataset. Bad input is a one-line error (exit code 2).
 """
 
+import contextlib
+import functools
 import io
 import json
 import os
@@ -22,22 +29,24 @@ import tempfile
 import zipfile
 
 import click
-import numpy as np
 import PIL.Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-LABELS_FILE = "dataset.json"
-BUILTIN = "builtin"
-BUILTIN_DEFAULT_COUNT = 50000
-BUILTIN_DEFAULT_RESOLUTION = 32
+from nda_stylegan.fileio import _umask, atomic_write
+from training import dataset_sources, image_transform
+from training.dataset_sources import BUILTIN, BUILTIN_DEFAULT_COUNT, LABELS_FILE
+
+# Archive kinds people may expect a --dest of: we write only zips and folders.
+OTHER_ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar")
 
 
 def archive_name(idx):
     return "%05d/img%08d.png" % (idx // 1000, idx)
 
 
+# ---------------------------------------------------------------------------------------------- options
+
 def parse_resolution(text):
-    """'64x64' -> (64, 64); a single number means a square."""
+    """'64x64' -> (64, 64); a single number means a square. The trainer's needs are checked too."""
     if text is None:
         return None
     parts = text.lower().split("x")
@@ -50,276 +59,190 @@ def parse_resolution(text):
     if len(parts) != 2 or w < 1 or h < 1:
         raise click.BadParameter("must look like WxH with positive integers, e.g. 64x64; got %r" % text,
                                  param_hint="--resolution")
+    problem = image_transform.size_problem(w, h)
+    if problem:
+        side = image_transform.nearest_valid_side(min(w, h))
+        raise click.BadParameter("%s: %s; use e.g. %dx%d" % (text, problem, side, side), param_hint="--resolution")
     return w, h
 
 
-# ---------------------------------------------------------------------------------------------- sources
-
-class ImageSource:
-    """A list of images (names + byte readers) and optional labels from a folder or zip."""
-
-    def __init__(self, path):
-        self.path = path
-        self._zip = None
-        if os.path.isdir(path):
-            names = []
-            for root, _dirs, files in os.walk(path):
-                for f in files:
-                    names.append(os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/"))
-        elif os.path.isfile(path) and path.lower().endswith(".zip"):
-            try:
-                self._zip = zipfile.ZipFile(path)
-                names = self._zip.namelist()
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise click.UsageError("--source %s is not a readable zip (%s)" % (path, exc))
-        elif os.path.exists(path):
-            raise click.UsageError("--source %s is neither a folder nor a .zip of images (or 'builtin')" % path)
-        else:
-            raise click.UsageError("--source %s does not exist; give a folder, a .zip, or 'builtin'" % path)
-        self.all_names = set(names)
-        self.names = sorted(n for n in names if _is_image_name(n))
-        if not self.names:
-            raise click.UsageError("--source %s contains no images (png, jpg, ...)" % path)
-
-    def read(self, name, header_only=False):
-        """The decoded image (or, with ``header_only``, its PIL mode string)."""
-        try:
-            if self._zip is not None:
-                data = self._zip.read(name)
-            else:
-                with open(os.path.join(self.path, name), "rb") as f:
-                    data = f.read()
-            with PIL.Image.open(io.BytesIO(data)) as img:
-                if header_only:
-                    return img.mode
-                img.load()
-                return img.copy()
-        except (OSError, ValueError, zipfile.BadZipFile, PIL.Image.DecompressionBombError) as exc:
-            raise click.UsageError("--source: cannot read image %s (%s); remove or re-save it" % (name, exc))
-
-    def labels(self):
-        """``(labels list aligned with self.names, class_names or None)`` or ``(None, None)``."""
-        if LABELS_FILE in self.all_names:
-            return self._labels_from_json(), None
-        tops = [n.split("/", 1)[0] if "/" in n else None for n in self.names]
-        classes = sorted({t for t in tops if t is not None})
-        if None in tops or len(classes) < 2:
-            return None, None
-        index = {c: i for i, c in enumerate(classes)}
-        return [index[t] for t in tops], classes
-
-    def _labels_from_json(self):
-        try:
-            raw = self._zip.read(LABELS_FILE) if self._zip is not None else open(
-                os.path.join(self.path, LABELS_FILE), "rb").read()
-            meta = json.loads(raw.decode("utf-8"))
-            entries = meta["labels"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise click.UsageError("--source: cannot parse %s (%s); it must be {\"labels\": [[\"path\", label], ...]}"
-                                   % (LABELS_FILE, exc))
-        if entries is None:
-            return None
-        try:
-            by_name = {str(k).replace("\\", "/"): v for k, v in entries}
-        except (TypeError, ValueError):
-            raise click.UsageError("--source: %s must hold [[\"path\", label], ...] pairs" % LABELS_FILE)
-        missing = [n for n in self.names if n not in by_name]
-        if missing:
-            raise click.UsageError("--source: %s has no label for %d image(s), e.g. %s; label every image"
-                                   % (LABELS_FILE, len(missing), missing[0]))
-        return [by_name[n] for n in self.names]
-
-    def close(self):
-        if self._zip is not None:
-            self._zip.close()
-
-
-def _is_image_name(name):
-    base = name.rsplit("/", 1)[-1]
-    if base.startswith(".") or name.startswith("__MACOSX/"):
-        return False
-    return os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
-
-
-def iterate_folder_or_zip(path, max_images):
-    """Yield ``(PIL image, label or None)``; also returns the count and class names."""
-    source = ImageSource(path)
-    labels, class_names = source.labels()
-    names = source.names[:max_images] if max_images is not None else source.names
-
-    def items():
-        try:
-            for i, name in enumerate(names):  # names is a prefix of source.names: labels align
-                yield source.read(name), (labels[i] if labels is not None else None)
-        finally:
-            source.close()
-
-    return len(names), items(), class_names
-
-
-def iterate_builtin(max_images, resolution):
-    from nda_stylegan.sample_data import EXPRESSIONS, _check_resolution, render_faces
-
-    if resolution is None:
-        size = BUILTIN_DEFAULT_RESOLUTION
-    elif resolution[0] != resolution[1]:
-        raise click.UsageError("--resolution for --source builtin must be square (e.g. 32x32), got %dx%d" % resolution)
-    else:
-        size = resolution[0]
-    try:
-        _check_resolution(size)
-    except ValueError as exc:
-        raise click.UsageError("--resolution: %s" % exc)
-    count = BUILTIN_DEFAULT_COUNT if max_images is None else max_images
-
-    def items():
-        chunk = 1024
-        for start in range(0, count, chunk):
-            images, labels = render_faces(np.arange(start, min(count, start + chunk)), size)
-            for img, label in zip(images, labels):
-                yield PIL.Image.fromarray(img), int(label)
-
-    return count, items(), list(EXPRESSIONS)
-
-
-# ---------------------------------------------------------------------------------------------- transform
-
-def to_array(img, resolution, greyscale):
-    """Centre-crop to the target aspect, resize (Lanczos), convert to RGB or L; -> uint8 array."""
-    img = img.convert("L" if greyscale else "RGB")
+def resolve_geometry(resolution, transform, width, height):
+    """Check the size options together; returns ``(transform, width, height)``."""
     if resolution is not None:
-        w, h = resolution
-        iw, ih = img.size
-        if iw * h != ih * w:  # crop the longer side so the aspect matches before resizing
-            if iw * h > ih * w:
-                cw = ih * w // h
-                img = img.crop(((iw - cw) // 2, 0, (iw - cw) // 2 + cw, ih))
-            else:
-                ch = iw * h // w
-                img = img.crop((0, (ih - ch) // 2, iw, (ih - ch) // 2 + ch))
-        if img.size != (w, h):
-            img = img.resize((w, h), PIL.Image.LANCZOS)
-    return np.asarray(img)
+        if transform is not None or width is not None or height is not None:
+            raise click.UsageError("give either --resolution or --transform/--width/--height, not both")
+        w, h = parse_resolution(resolution)
+        return "center-crop", w, h
+    for name, value in (("--width", width), ("--height", height)):
+        if value is not None and value < 1:
+            raise click.BadParameter("must be a positive number of pixels, got %d" % value, param_hint=name)
+    if transform is not None and (width is None or height is None):
+        raise click.UsageError("--transform=%s needs both --width and --height" % transform)
+    if transform == "center-crop-wide" and height > width:
+        raise click.UsageError("--transform=center-crop-wide letterboxes a wide image into a --width square: "
+                               "--height (%d) must not exceed --width (%d)" % (height, width))
+    size = image_transform.output_size(transform, width, height)
+    if size is not None and image_transform.size_problem(*size):
+        side = image_transform.nearest_valid_side(min(size))
+        raise click.UsageError("--width/--height give %dx%d images but %s; use e.g. --width %d --height %d"
+                               % (size + (image_transform.size_problem(*size), side, side)))
+    return transform, width, height
 
 
-def _is_greyscale_source(path):
-    """True when every image in the folder/zip is single-channel (then the output stays greyscale)."""
-    source = ImageSource(path)
-    try:
-        return all(source.read(name, header_only=True) in ("L", "1") for name in source.names)
-    finally:
-        source.close()
+def check_dest(dest):
+    """Refuse a --dest we would not write as asked, before any work: ``(absolute path, is_zip)``."""
+    lower = dest.lower()
+    for suffix in OTHER_ARCHIVE_SUFFIXES:
+        if lower.endswith(suffix):
+            raise click.UsageError("--dest %s: dataset_tool.py writes a .zip or a folder, not a %s file; use %s.zip"
+                                   % (dest, suffix, dest[:-len(suffix)]))
+    path, is_zip = os.path.abspath(dest), lower.endswith(".zip")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise click.UsageError("--dest: folder %s does not exist; create it first" % parent)
+    if is_zip and os.path.lexists(path):
+        raise click.UsageError("--dest %s already exists; remove it first or pick a new name" % dest)
+    if not is_zip and os.path.isdir(path) and os.listdir(path):
+        raise click.UsageError("--dest %s is an existing non-empty folder; pick a new path" % dest)
+    if not is_zip and os.path.lexists(path) and not os.path.isdir(path):
+        raise click.UsageError("--dest %s is an existing file; give a new folder or a .zip path" % dest)
+    return path, is_zip
 
 
 # ---------------------------------------------------------------------------------------------- writing
 
-class AtomicDatasetWriter:
-    """Writes a zip or a folder under a temporary name; ``commit()`` moves it to ``dest``."""
-
-    def __init__(self, dest):
-        self.dest = os.path.abspath(dest)
-        self.is_zip = dest.lower().endswith(".zip")
-        parent = os.path.dirname(self.dest)
-        if not os.path.isdir(parent):
-            raise click.UsageError("--dest: folder %s does not exist; create it first" % parent)
-        if os.path.isdir(self.dest) and (self.is_zip or os.listdir(self.dest)):
-            raise click.UsageError("--dest %s is an existing non-empty folder; pick a new path" % dest)
-        if not self.is_zip and os.path.isfile(self.dest):
-            raise click.UsageError("--dest %s is an existing file; give a new folder or a .zip path" % dest)
+@contextlib.contextmanager
+def dataset_writer(path, is_zip):
+    """Yields ``add(name, bytes)``; the zip or folder appears at ``path`` only when the block
+    succeeds, readable like any other file of the user (not a temp file's owner-only mode)."""
+    parent = os.path.dirname(path)
+    with contextlib.ExitStack() as stack:
         try:
-            if self.is_zip:
-                fd, self.tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(self.dest), suffix=".tmp", dir=parent)
-                os.close(fd)
-                self._zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
+            if is_zip:
+                f = stack.enter_context(atomic_write(path, "wb"))
             else:
-                self.tmp = tempfile.mkdtemp(prefix=".%s." % os.path.basename(self.dest), suffix=".tmp", dir=parent)
+                tmp = tempfile.mkdtemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=parent)
         except OSError as exc:
-            raise click.UsageError("--dest: cannot write in %s (%s)" % (parent, exc))
-
-    def add(self, name, data):
-        if self.is_zip:
-            self._zip.writestr(name, data)
-        else:
-            path = os.path.join(self.tmp, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-
-    def commit(self):
-        if self.is_zip:
-            self._zip.close()
-        elif os.path.isdir(self.dest):
-            os.rmdir(self.dest)  # empty (checked above): replace it
-        os.replace(self.tmp, self.dest)
-
-    def abort(self):
-        if self.is_zip:
-            try:
-                self._zip.close()
-            except Exception:  # the temp file is removed anyway
-                pass
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise click.UsageError("--dest: cannot write in %s (%s)" % (parent, exc.strerror or exc))
+        if is_zip:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+                yield z.writestr
+            return
+        try:
+            yield functools.partial(_write_file, tmp)
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes owner-only folders
+            if os.path.isdir(path):
+                os.rmdir(path)  # empty (checked before): replace it
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
-def _png_bytes(array):
+def _write_file(folder, name, data):
+    path = os.path.join(folder, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _png_bytes(img):
     buf = io.BytesIO()
-    PIL.Image.fromarray(array).save(buf, format="png", compress_level=0, optimize=False)
+    img.save(buf, format="png", compress_level=0, optimize=False)
     return buf.getvalue()
 
 
-def convert(source, dest, resolution=None, max_images=None, echo=click.echo):
-    """Convert ``source`` into ``dest``; returns ``(count, shape, has_labels)``."""
+# ---------------------------------------------------------------------------------------------- converting
+
+def convert(source, dest, resolution=None, max_images=None, transform=None, width=None, height=None,
+            resize_filter="lanczos", echo=click.echo):
+    """Convert ``source`` into ``dest``; returns ``(count, (H, W, C), has_labels)``."""
     if max_images is not None and max_images < 1:
         raise click.BadParameter("must be >= 1, got %d" % max_images, param_hint="--max-images")
-    if source == BUILTIN:
-        count, items, class_names = iterate_builtin(max_images, resolution)
-        greyscale = False
-    else:
-        count, items, class_names = iterate_folder_or_zip(source, max_images)
-        greyscale = _is_greyscale_source(source)
-    writer = AtomicDatasetWriter(dest)
-    labels, shape = [], None
-    try:
-        for idx, (img, label) in enumerate(items):
-            array = to_array(img, resolution, greyscale)
-            if shape is None:
-                shape = array.shape
-            elif array.shape != shape:
+    transform, width, height = resolve_geometry(resolution, transform, width, height)
+    path, is_zip = check_dest(dest)
+    size = image_transform.output_size(transform, width, height)
+    src = dataset_sources.open_source(source, max_images, builtin_resolution=size[0] if size else None)
+    apply = image_transform.make_transform(transform, width, height, resize_filter)
+    mode = "L" if src.greyscale else "RGB"
+    labels, first, dropped, count = [], None, 0, 0
+    with dataset_writer(path, is_zip) as add:
+        for idx, (img, label) in enumerate(src.items()):
+            img = apply(img.convert(mode))
+            if img is None:
+                dropped += 1
+                continue
+            if first is None:
+                first = img.size
+                problem = image_transform.size_problem(*first)
+                if problem:
+                    side = image_transform.nearest_valid_side(min(first))
+                    raise click.UsageError("--source: the images come out %dx%d but %s; pass --resolution %dx%d "
+                                           "(or --width/--height)" % (first + (problem, side, side)))
+            elif img.size != first:
                 raise click.UsageError("--source: image %d is %dx%d but the first was %dx%d; pass --resolution "
-                                       "WxH to resize all images to one size"
-                                       % (idx, array.shape[1], array.shape[0], shape[1], shape[0]))
-            name = archive_name(idx)
-            writer.add(name, _png_bytes(array))
+                                       "WxH to resize all images to one size" % ((idx,) + img.size + first))
+            name = archive_name(count)
+            add(name, _png_bytes(img))
             if label is not None:
                 labels.append([name, label])
-            if echo is not None and (idx + 1) % 10000 == 0:
-                echo("%d / %d images" % (idx + 1, count))
-        meta = {"labels": labels if labels else None}
-        if labels and class_names:
-            meta["class_names"] = class_names
-        writer.add(LABELS_FILE, json.dumps(meta).encode("utf-8"))
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return count, shape, bool(labels)
+            count += 1
+            if echo is not None and count % 10000 == 0:
+                echo("%d / %d images" % (count, src.count))
+        if first is None and dropped:
+            raise click.UsageError("--source %s: no image is at least %dx%d, so --transform=center-crop-wide kept "
+                                   "none; lower --width/--height" % (source, width, height))
+        if first is None:
+            raise click.UsageError("--source %s holds no decodable image" % source)
+        meta = {"labels": labels if len(labels) == count else None}
+        if meta["labels"] and src.class_names:
+            meta["class_names"] = src.class_names
+        add(LABELS_FILE, json.dumps(meta).encode("utf-8"))
+    if echo is not None:
+        for note in src.notes + (["Dropped %d image(s) smaller than %dx%d (center-crop-wide)" % (dropped, width, height)]
+                                 if dropped else []):
+            echo(note)
+    return count, (first[1], first[0], 1 if mode == "L" else 3), bool(meta["labels"])
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--source", required=True, metavar="PATH", help="Folder or zip of images, or 'builtin' (cartoon faces)")
-@click.option("--dest", required=True, metavar="PATH", help="Output .zip or folder")
-@click.option("--resolution", metavar="WxH", help="Centre-crop and resize every image to WxH (e.g. 64x64)")
+@click.option("--source", required=True, metavar="PATH",
+              help="Folder or zip of images, cifar-10-python.tar.gz, train-images-idx3-ubyte.gz (MNIST), an LSUN "
+                   "*_lmdb folder, or 'builtin' (cartoon faces)")
+@click.option("--dest", required=True, metavar="PATH", help="Output .zip or folder (new, or an empty folder)")
 @click.option("--max-images", type=int, metavar="N", help="Convert at most N images [builtin default: %d]"
               % BUILTIN_DEFAULT_COUNT)
-def main(source, dest, resolution, max_images):
-    """Convert images into the trainer's dataset format (PNG zip/folder + dataset.json)."""
-    count, shape, has_labels = convert(source, dest, parse_resolution(resolution), max_images)
-    h, w = shape[:2]
-    click.echo("Wrote %d images of %dx%dx%d%s to %s" % (count, w, h, 1 if len(shape) == 2 else shape[2],
-                                                      " with labels" if has_labels else "", dest))
+@click.option("--resolution", metavar="WxH", help="Centre-crop and resize every image to WxH (e.g. 64x64); "
+              "the same as --transform=center-crop --width W --height H")
+@click.option("--transform", type=click.Choice(image_transform.TRANSFORMS),
+              help="Crop mode, with --width and --height [default: resize only]")
+@click.option("--width", type=int, metavar="W", help="Output width (without --transform: resize to it)")
+@click.option("--height", type=int, metavar="H", help="Output height (without --transform: resize to it)")
+@click.option("--resize-filter", type=click.Choice(sorted(image_transform.RESIZE_FILTERS)), default="lanczos",
+              show_default=True, help="Filter used when resizing")
+def main(source, dest, max_images, resolution, transform, width, height, resize_filter):
+    """Convert images into the trainer's dataset format (PNG zip/folder + dataset.json).
+
+    \b
+    The source kind follows from --source:
+      builtin                       the built-in cartoon faces (labels: expressions)
+      path/                         every image under path/ (labels: dataset.json or subfolders)
+      dataset.zip                   every image in the zip (labels as for a folder)
+      cifar-10-python.tar.gz        CIFAR-10's 50,000 training images (labels)
+      train-images-idx3-ubyte.gz    MNIST, padded to 32x32 (labels from train-labels-idx1-ubyte.gz)
+      something_lmdb/               an LSUN category (needs: pip install lmdb)
+
+    \b
+    Output images must be square with a power-of-two side (what train.py takes):
+      --resolution 64x64                              centre-crop and resize
+      --width 64 --height 64                          resize only
+      --transform center-crop --width 64 --height 64  the same as --resolution 64x64
+      --transform center-crop-wide --width 512 --height 384
+                                                      wide band, letterboxed into 512x512
+    """
+    count, shape, has_labels = convert(source, dest, resolution, max_images, transform, width, height, resize_filter)
+    h, w, c = shape
+    click.echo("Wrote %d images of %dx%dx%d%s to %s" % (count, w, h, c, " with labels" if has_labels else "", dest))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ setup(
     packages=find_packages(include=["nda_stylegan", "nda_stylegan.*"]),
     package_data={"nda_stylegan": ["ops/csrc/*", "patching/hooks/*.hook"]},
     install_requires=["torch>=1.9", "numpy", "scipy", "click", "pillow", "ninja"],
-    extras_require={"test": ["pytest", "scipy", "torchvision", "vermin", "tensorboard"]},
+    extras_require={"test": ["pytest", "scipy", "torchvision", "vermin", "tensorboard", "lmdb"]},
     entry_points={
         "console_scripts": ["nda-stylegan = nda_stylegan.cli:main"],
         "stylegan.trainer_plugins": ["nda = nda_stylegan.plugin:plugin"],

@@ -70,7 +70,8 @@ def main(ctx, outdir, dry_run, **kwargs):
     Examples:
       # The built-in dataset with jigsaw + stitch negatives (NDA); on a CPU a short run.
       python train.py --nda=jigsaw,stitch --outdir runs/
-      # Conditional CIFAR-10-like data on 2 GPUs.
+      # Conditional CIFAR-10 on 2 GPUs (the zip from CIFAR-10's own download).
+      python dataset_tool.py --source cifar-10-python.tar.gz --dest cifar10.zip
       python train.py --outdir runs/ --data cifar10.zip --gpus 2 --cfg cifar --cond 1
       # Several nodes: torchrun sets RANK/WORLD_SIZE; --gpus is then taken from it.
       torchrun --nnodes 2 --nproc-per-node 8 ... train.py --outdir runs/ --data ffhq.zip
