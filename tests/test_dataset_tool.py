@@ -295,6 +295,7 @@ def test_bad_destinations_and_sizes_are_one_line_exit_2_and_write_nothing(tmp_pa
         (builtin + ("--dest", tmp_path / "x.tar"), "use %s.zip" % (tmp_path / "x")),
         (builtin + ("--dest", tmp_path / "x.tar.gz"), "not a .tar.gz"),
         (builtin + ("--dest", tmp_path / "existing.zip"), "already exists"),
+        (builtin + ("--dest", tmp_path / "src"), "non-empty folder"),
         (builtin + ("--dest", tmp_path / "o.zip", "--resolution", "33x33"), "power of two"),
         (builtin + ("--dest", tmp_path / "o.zip", "--width", 32, "--height", 16), "square"),
         (builtin + ("--dest", tmp_path / "o.zip", "--transform", "center-crop", "--width", 32), "--height"),
