@@ -22,18 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # dataset_tool.py and training/ live in the checkout
     sys.path.insert(0, REPO)
 
-import dataset_tool  # noqa: E402
+from test_dataset import error_line, run_tool  # noqa: E402  (the dataset_tool.py tests there)
 from training.dataset import ImageFolderDataset  # noqa: E402
-
-
-def run_tool(*args):
-    return CliRunner().invoke(dataset_tool.main, [str(a) for a in args], catch_exceptions=False)
-
-
-def error_line(result):
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 def images_of(path):
