@@ -101,6 +101,26 @@ def case_patch_partial_patched_hook(tmp, run):
     return ["-m", "nda_stylegan.cli", "patch", root], {}
 
 
+def case_dataset_tool(dest, *args, existing=False):
+    def make(tmp, run):
+        if existing:
+            (tmp / dest).write_bytes(b"a dataset made earlier")
+        return ["dataset_tool.py", "--source", "builtin", "--max-images", "2", "--dest", tmp / dest] + list(args), {}
+    return make
+
+
+def case_dataset_tool_photos(*args):
+    """A folder of photos of any size, as a user has them."""
+    def make(tmp, run):
+        from PIL import Image
+
+        (tmp / "photos").mkdir()
+        for i in range(2):
+            Image.new("RGB", (40, 30), (i * 90, 40, 200)).save(str(tmp / "photos" / ("p%d.jpg" % i)))
+        return ["dataset_tool.py", "--source", tmp / "photos", "--dest", tmp / "photos.zip"] + list(args), {}
+    return make
+
+
 CASES = {
     "train --seed -5": (case_train("--seed", "-5"), "--seed must be between 0 and 4294967295"),
     "train --seed 99999999999": (case_train("--seed", "99999999999"), "--seed must be between 0 and 4294967295"),
@@ -115,6 +135,9 @@ CASES = {
     "preview --out a folder": (case_preview("{tmp}/images/"), "names a folder; give a file name"),
     "patch partial hand-made hook": (case_patch_partial_hand_made_hook, "option_names()"),
     "patch partial patched hook": (case_patch_partial_patched_hook, "rewrite_config()"),
+    "dataset_tool --dest x.tar": (case_dataset_tool("x.tar"), "writes a .zip or a folder, not a .tar file"),
+    "dataset_tool --dest existing.zip": (case_dataset_tool("old.zip", existing=True), "already exists"),
+    "dataset_tool --resolution 33x33": (case_dataset_tool_photos("--resolution", "33x33"), "power of two"),
 }
 
 
