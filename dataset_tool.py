@@ -25,13 +25,12 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 
 import click
 import PIL.Image
 
-from nda_stylegan.fileio import _umask, atomic_write
+from nda_stylegan.fileio import atomic_write, temp_path_beside
 from training import dataset_sources, image_transform
 from training.dataset_sources import BUILTIN, BUILTIN_DEFAULT_COUNT, LABELS_FILE
 
@@ -121,7 +120,7 @@ def dataset_writer(path, is_zip):
             if is_zip:
                 f = stack.enter_context(atomic_write(path, "wb"))
             else:
-                tmp = tempfile.mkdtemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=parent)
+                tmp = temp_path_beside(path, folder=True)
         except OSError as exc:
             raise click.UsageError("--dest: cannot write in %s (%s)" % (parent, exc.strerror or exc))
         if is_zip:
@@ -130,7 +129,6 @@ def dataset_writer(path, is_zip):
             return
         try:
             yield functools.partial(_write_file, tmp)
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes owner-only folders
             if os.path.isdir(path):
                 os.rmdir(path)  # empty (checked before): replace it
             os.replace(tmp, path)

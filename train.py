@@ -17,9 +17,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
 
+from nda_stylegan.fileio import atomic_write_json  # noqa: E402
 from training import checks, distributed, options, plugins, presets  # noqa: E402
 from training.cli_types import CommaSeparatedList  # noqa: E402
-from training.run_dir import create_run_dir, write_json_atomic  # noqa: E402
+from training.run_dir import create_run_dir  # noqa: E402
 
 
 def _presets_help():
@@ -96,7 +97,7 @@ def main(ctx, outdir, dry_run, **kwargs):
 
     if env is None:
         c["run_dir"] = create_run_dir(outdir, desc)
-        write_json_atomic(c["run_dir"] + "/training_options.json", c)
+        atomic_write_json(c["run_dir"] + "/training_options.json", c)
         _print_options(c, desc, outdir)
         print("Launching %d process(es) on %s..." % (c["num_gpus"], c["device"]))
         distributed.launch(distributed.run_training_loop, c["num_gpus"], c["device"], args=(c,))
@@ -112,7 +113,7 @@ def _train_under_torchrun(rank, c, outdir, desc):
     if rank == 0:
         run_dir = create_run_dir(outdir, desc)
         c["run_dir"] = run_dir
-        write_json_atomic(run_dir + "/training_options.json", c)
+        atomic_write_json(run_dir + "/training_options.json", c)
         _print_options(c, desc, outdir)
     c["run_dir"] = distributed.broadcast_object(run_dir)
     distributed.run_training_loop(rank, c)

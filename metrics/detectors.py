@@ -14,15 +14,17 @@ features). Where a file is looked for, in order:
 """
 
 import collections
+import functools
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
 
 import torch
+
+from nda_stylegan.fileio import atomic_write
 
 ENV_DETECTORS = "NDA_STYLEGAN_DETECTORS"
 ENV_CACHE = "NDA_STYLEGAN_METRICS_CACHE"
@@ -91,9 +93,8 @@ def download_file(url, dest, spec, timeout=60.0, chunk_bytes=1 << 20):
     ``os.replace``; on any failure nothing is left at ``dest`` or beside it."""
     folder = os.path.dirname(os.path.abspath(dest))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    with atomic_write(dest, "wb", check=functools.partial(check_detector_file, spec=spec)) as out:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             expected = response.headers.get("Content-Length") if hasattr(response, "headers") else None
             received = 0
             for block in iter(lambda: response.read(chunk_bytes), b""):
@@ -101,13 +102,6 @@ def download_file(url, dest, spec, timeout=60.0, chunk_bytes=1 << 20):
                 received += len(block)
         if expected is not None and int(expected) != received:
             raise ValueError("download of %s was cut short: %d of %s bytes" % (url, received, expected))
-        check_detector_file(tmp, spec)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are shared, readable files
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return dest
 
 

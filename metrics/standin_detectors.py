@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from metrics.detectors import INCEPTION, VGG16
-from training.util import atomic_write
+from nda_stylegan.fileio import atomic_write
 
 
 class StandinInception(torch.nn.Module):

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from metrics.features import FeatureStats
-from training.util import atomic_write
+from nda_stylegan.fileio import atomic_write
 
 ENV_CACHE = "NDA_STYLEGAN_METRICS_CACHE"
 

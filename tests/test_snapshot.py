@@ -10,7 +10,6 @@ import torch
 
 from trainer_helpers import one_thread, REPO, tiny_networks
 from training import snapshot
-from training.util import atomic_write
 
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
@@ -122,17 +121,6 @@ def test_pickle_globals_sees_every_import():
     assert ("torch.nn.modules.linear", "Linear") in found
     old = pickle.dumps(ForeignPipe, protocol=2)  # GLOBAL opcode instead of STACK_GLOBAL
     assert (ForeignPipe.__module__, "ForeignPipe") in snapshot.pickle_globals(old)
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_write(str(path)) as f:
-            f.write(b"half of the new")
-            raise RuntimeError("killed")
-    assert path.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["f.bin"]  # no temp file left behind
 
 
 def test_latest_snapshot_ignores_incomplete_pairs(tmp_path):

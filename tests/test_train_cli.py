@@ -18,6 +18,7 @@ if REPO not in sys.path:  # train.py's packages (training/, metrics/) live in th
     sys.path.insert(0, REPO)
 
 import train  # noqa: E402
+from nda_stylegan.fileio import atomic_write_json  # noqa: E402
 from training import distributed, plugins, presets, run_dir  # noqa: E402
 
 
@@ -290,7 +291,7 @@ def test_run_dir_takes_next_free_id_and_json_is_atomic(tmp_path):
     (tmp_path / "00009-file").write_text("not a folder: ignored")
     path = run_dir.create_run_dir(str(tmp_path), "builtin-cpu")
     assert os.path.basename(path) == "00004-builtin-cpu"
-    run_dir.write_json_atomic(os.path.join(path, "o.json"), {"a": 1})
+    atomic_write_json(os.path.join(path, "o.json"), {"a": 1})
     assert json.load(open(os.path.join(path, "o.json"))) == {"a": 1}
     assert os.listdir(path) == ["o.json"]  # no temp file left beside it
 

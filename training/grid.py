@@ -4,7 +4,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from training.util import atomic_write
+from nda_stylegan.fileio import atomic_write
 
 
 def grid_shape(resolution, max_w=16, max_h=8):

@@ -1,12 +1,9 @@
-"""Run folders ``<outdir>/<id:05d>-<desc>`` with the next free id, and atomic JSON files."""
+"""Run folders ``<outdir>/<id:05d>-<desc>`` with the next free id."""
 
-import json
 import os
 import re
 
 import click
-
-from training.util import atomic_write
 
 
 def next_run_id(outdir):
@@ -35,9 +32,3 @@ def create_run_dir(outdir, desc):
                                % (outdir, exc.strerror or exc))
     raise click.UsageError("--outdir: no free run id in %s after 100 tries" % outdir)
 
-
-def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON so that a reader never sees a half-written file."""
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")

@@ -22,7 +22,8 @@ import re
 
 import torch
 
-from training.util import EasyDict, atomic_write, get_obj_by_name, to_easydict, to_plain
+from nda_stylegan.fileio import atomic_write
+from training.util import EasyDict, get_obj_by_name, to_easydict, to_plain
 
 FORMAT = "nda-stylegan-snapshot"
 FORMAT_VERSION = 1

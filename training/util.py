@@ -1,10 +1,7 @@
-"""Small helpers the trainer shares: attribute dicts, building objects from dotted class names,
-atomic file writes and kimg/time formatting."""
+"""Small helpers the trainer shares: attribute dicts, building objects from dotted class names
+and kimg/time formatting. (Atomic file writes: ``nda_stylegan.fileio``.)"""
 
-import contextlib
 import importlib
-import os
-import tempfile
 
 
 class EasyDict(dict):
@@ -73,32 +70,6 @@ def to_easydict(obj):
     if isinstance(obj, list):
         return [to_easydict(v) for v in obj]
     return obj
-
-
-def _current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """Open a temp file next to ``path``; on success fsync it and ``os.replace`` it into place, so
-    readers (and a process killed mid-write) only ever see the old or the complete new file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 def format_time(seconds):
