@@ -43,14 +43,6 @@ def listing(folder):
 
 # ---- the hook files -----------------------------------------------------------------------
 
-def test_patches_folder_is_an_identical_copy_of_the_packaged_hooks():
-    packaged = sorted(os.listdir(HOOK_DIR))
-    assert packaged == ["stylegan2-ada-pytorch.hook", "stylegan3.hook"]
-    assert sorted(os.listdir(str(REPO / "patches"))) == packaged
-    for name in packaged:
-        assert (REPO / "patches" / name).read_bytes() == Path(HOOK_DIR, name).read_bytes(), name
-
-
 @pytest.mark.parametrize("host", sorted(HOSTS.values()))
 def test_hook_files_parse(host):
     insertions = read_hook(host)

@@ -1,7 +1,7 @@
 """``nda-stylegan patch``: give a host fork's train.py the small hook that loads trainer plugins.
 
-``hooks/`` holds the hook text per supported host (human-readable copies in the repository's
-``patches/``); ``hosts`` recognises the fork, ``hookfile`` reads a hook, ``edit`` inserts and
+``hooks/`` holds the hook text per supported host (the only copy; the repository's ``patches/``
+points here); ``hosts`` recognises the fork, ``hookfile`` reads a hook, ``edit`` inserts and
 removes it as pure text operations and ``command`` is the CLI (files, backup, atomic writes).
 """
 
