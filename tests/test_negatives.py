@@ -193,9 +193,9 @@ def test_no_negative_equals_its_source_over_many_draws(name):
 def test_jigsaw_never_draws_identity_and_transposed_assembly_would_leak():
     neg = make_negative("jigsaw")
     plan = neg.sample_cpu(24000, 32, 32, gen(0))
-    perm = plan.tiles[:, :4, 1]
+    perm = plan.tile_src_tile[:, :4]
     assert not (perm == torch.arange(4)).all(1).any()
-    assert (plan.tiles[:, :4, 0] == torch.arange(24000)[:, None]).all()  # tiles from the image itself
+    assert (plan.tile_src_image[:, :4] == torch.arange(24000)[:, None]).all()  # tiles from the image itself
     # All 23 non-identity permutations are drawn, roughly uniformly.
     codes = (perm * torch.tensor([64, 16, 4, 1])).sum(1)
     counts = torch.bincount(codes, minlength=256)
@@ -214,8 +214,8 @@ def test_partners_are_never_self(name):
     for n in (2, 3, 64):
         for s in range(20):
             plan = neg.sample_cpu(n, 16, 16, gen(s))
-            partner = {"stitch": lambda: plan.tiles[:, 1, 0], "mixup": lambda: plan.blend_src,
-                       "cutmix": lambda: plan.box[:, 5]}[name]()
+            partner = {"stitch": lambda: plan.tile_src_image[:, 1], "mixup": lambda: plan.blend_src,
+                       "cutmix": lambda: plan.box_src}[name]()
             assert not (partner == torch.arange(n)).any()
             assert sorted(partner.tolist()) == list(range(n))  # a permutation: every image used once
 
@@ -223,13 +223,13 @@ def test_partners_are_never_self(name):
 def test_mosaic_sources():
     neg = make_negative("mosaic")
     plan = neg.sample_cpu(3000, 16, 16, gen(0))
-    src = plan.tiles[:, :4, 0]
+    src = plan.tile_src_image[:, :4]
     assert all(len(set(row)) == 4 for row in src[:500].tolist())  # distinct images when N >= k*k
-    assert (plan.tiles[:, :4, 1] == torch.arange(4)).all()  # same position
+    assert (plan.tile_src_tile[:, :4] == torch.arange(4)).all()  # same position
     for n in (2, 3):  # small batch: repeats allowed, but never all tiles from one image
         plan = neg.sample_cpu(n, 16, 16, gen(n))
         for s in range(200):
-            src = neg.sample_cpu(n, 16, 16, gen(s)).tiles[:, :4, 0]
+            src = neg.sample_cpu(n, 16, 16, gen(s)).tile_src_image[:, :4]
             assert (src != src[:, :1]).any(1).all()
 
 
@@ -244,7 +244,7 @@ def test_jigsaw_output_tiles_are_the_permuted_input_tiles():
         assert out_tiles[0].shape[-2:] == (32 // k, 48 // k)
         for n in range(5):
             for t in range(k * k):
-                assert torch.equal(out_tiles[t][n], src_tiles[int(plan.tiles[n, t, 1])][n])
+                assert torch.equal(out_tiles[t][n], src_tiles[int(plan.tile_src_tile[n, t])][n])
 
 
 @pytest.mark.parametrize("orientation", ["horizontal", "vertical", "image", "batch"])
@@ -255,9 +255,9 @@ def test_stitch_halves_come_from_the_right_images(orientation):
     for s in range(6):
         plan = neg.sample(x, gen(s))
         out = neg.apply(x, plan)
-        partner = plan.tiles[:, 1, 0]
+        partner = plan.tile_src_image[:, 1]
         for n in range(6):
-            vertical = int(plan.grid[n, 1]) == 2
+            vertical = int(plan.grid_cols[n]) == 2
             vertical_seen.add(vertical)
             if vertical:
                 assert torch.equal(out[n, :, :, :10], x[n, :, :, :10])
@@ -266,7 +266,7 @@ def test_stitch_halves_come_from_the_right_images(orientation):
                 assert torch.equal(out[n, :, :8], x[n, :, :8])  # own top half: H // 2 rows
                 assert torch.equal(out[n, :, 8:], x[partner[n], :, 8:])
         if orientation == "batch":
-            assert len(set(plan.grid[:, 1].tolist())) == 1
+            assert len(set(plan.grid_cols.tolist())) == 1
     expected = {"horizontal": {False}, "vertical": {True}}.get(orientation, {False, True})
     assert vertical_seen == expected
 
@@ -292,9 +292,9 @@ def test_cutout_box_holds_its_mean_and_official_sizes():
     neg = make_negative("cutout")
     plan = neg.sample(x, gen(0))
     out = neg.apply(x, plan)
-    assert (plan.box[:, 4] == BOX_FILL).all()
+    assert (plan.box_mode == BOX_FILL).all()
     for n in range(8):
-        y0, y1, x0, x1 = plan.box[n, :4].tolist()
+        y0, y1, x0, x1 = plan.box_bounds[n].tolist()
         mean = x[n, :, y0:y1, x0:x1].mean((1, 2))
         assert torch.allclose(out[n, :, y0:y1, x0:x1], mean[:, None, None].expand(-1, y1 - y0, x1 - x0), atol=1e-6)
         outside = torch.ones(32, 32, dtype=torch.bool)
@@ -302,20 +302,20 @@ def test_cutout_box_holds_its_mean_and_official_sizes():
         assert torch.equal(out[n][:, outside], x[n][:, outside])
 
     def sides(h, w, n=4000):
-        box = neg.sample_cpu(n, h, w, gen(2)).box
-        side_y, side_x = box[:, 1] - box[:, 0], box[:, 3] - box[:, 2]
+        y0, y1, x0, x1 = neg.sample_cpu(n, h, w, gen(2)).box_bounds.unbind(1)
+        side_y, side_x = y1 - y0, x1 - x0
         assert torch.equal(side_y, side_x)  # a square
-        assert (box[:, 0] >= 0).all() and (box[:, 1] <= h).all() and (box[:, 2] >= 0).all() and (box[:, 3] <= w).all()
-        return set(side_y.tolist()), box
+        assert (y0 >= 0).all() and (y1 <= h).all() and (x0 >= 0).all() and (x1 <= w).all()
+        return set(side_y.tolist()), x0
 
     assert sides(32, 32)[0] == set(range(10, 20))  # official: 10..19 px at 32x32
     assert sides(64, 64)[0] == set(range(20, 40))
     assert min(sides(256, 256)[0]) == 80 and max(sides(256, 256)[0]) == 159
-    got, box = sides(32, 96)  # rectangular: the shorter side sets the size, the square moves along both
-    assert got == set(range(10, 20)) and box[:, 2].max() > 60
-    fixed = make_negative("cutout", size=0.25).sample_cpu(50, 64, 64, gen(0)).box
-    assert ((fixed[:, 1] - fixed[:, 0]) == 16).all()
-    tiny = make_negative("cutout", size=0.01).sample_cpu(50, 8, 8, gen(0)).box
+    got, x0 = sides(32, 96)  # rectangular: the shorter side sets the size, the square moves along both
+    assert got == set(range(10, 20)) and x0.max() > 60
+    fixed = make_negative("cutout", size=0.25).sample_cpu(50, 64, 64, gen(0)).box_bounds
+    assert ((fixed[:, 1] - fixed[:, 0]) == 16).all()  # y1 - y0
+    tiny = make_negative("cutout", size=0.01).sample_cpu(50, 8, 8, gen(0)).box_bounds
     assert ((tiny[:, 1] - tiny[:, 0]) == 1).all()  # never an empty box
 
 
@@ -325,22 +325,22 @@ def test_cutmix_paste_and_box_rules():
     for s in range(5):
         plan = neg.sample(x, gen(s))
         out = neg.apply(x, plan)
-        assert (plan.box[:, 4] == BOX_PASTE).all() and (plan.box[:, :4] == plan.box[:1, :4]).all()
-        y0, y1, x0, x1 = plan.box[0, :4].tolist()
+        assert (plan.box_mode == BOX_PASTE).all() and (plan.box_bounds == plan.box_bounds[:1]).all()
+        y0, y1, x0, x1 = plan.box_bounds[0].tolist()
         expected = x.clone()
-        expected[:, :, y0:y1, x0:x1] = x[plan.box[:, 5], :, y0:y1, x0:x1]
+        expected[:, :, y0:y1, x0:x1] = x[plan.box_src, :, y0:y1, x0:x1]
         assert torch.equal(out, expected)
-    boxes = make_negative("cutmix", per_image=True).sample_cpu(20000, 32, 32, gen(9)).box
-    h, w = boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]
+    y0, y1, x0, x1 = make_negative("cutmix", per_image=True).sample_cpu(20000, 32, 32, gen(9)).box_bounds.unbind(1)
+    h, w = y1 - y0, x1 - x0
     assert (h > 0).all() and (w > 0).all() and not ((h == 32) & (w == 32)).any()
     # The area (1 - l with l ~ U(0, 1), before clipping) spans the whole range.
     area = (h * w).double() / 1024
     assert area.min() < 0.01 and area.max() > 0.85
     # Unclipped side = 2 * (floor(S * sqrt(1 - l)) // 2): with l pinned near 0.5 -> 22 px at 32, 44 at 64.
     for size, side in ((32, 22), (64, 44)):
-        b = make_negative("cutmix", alpha=1e6, per_image=True).sample_cpu(400, size, size, gen(0)).box
-        inner = (b[:, 0] > 0) & (b[:, 1] < size) & (b[:, 2] > 0) & (b[:, 3] < size)
-        assert inner.sum() > 10 and ((b[inner, 1] - b[inner, 0]) == side).all()
+        y0, y1, x0, x1 = make_negative("cutmix", alpha=1e6, per_image=True).sample_cpu(400, size, size, gen(0)).box_bounds.unbind(1)
+        inner = (y0 > 0) & (y1 < size) & (x0 > 0) & (x1 < size)
+        assert inner.sum() > 10 and ((y1 - y0)[inner] == side).all()
 
 
 def test_rotate_equals_rot90_and_non_square_uses_180():
@@ -348,15 +348,15 @@ def test_rotate_equals_rot90_and_non_square_uses_180():
     neg = make_negative("rotate")
     plan = neg.sample(x, gen(0))
     out = neg.apply(x, plan)
-    quarters = plan.tiles[:, 0, 2]
+    quarters = plan.tile_rot[:, 0]
     for n in range(8):
         assert torch.equal(out[n], torch.rot90(x[n], int(quarters[n]), dims=(1, 2)))
-    drawn = neg.sample_cpu(3000, 16, 16, gen(1)).tiles[:, 0, 2]
+    drawn = neg.sample_cpu(3000, 16, 16, gen(1)).tile_rot[:, 0]
     assert set(drawn.tolist()) == {1, 2, 3}
     # Non-square: quarter turns would change the shape, so only 180 degrees is drawn.
     r = images(4, h=16, w=24)
     plan = neg.sample(r, gen(2))
-    assert (plan.tiles[:, 0, 2] == 2).all()
+    assert (plan.tile_rot[:, 0] == 2).all()
     assert torch.equal(neg.apply(r, plan), torch.rot90(r, 2, dims=(2, 3)))
     with pytest.raises(ValueError, match=r"16x24 image is not square.*add 180 to angles"):
         make_negative("rotate", angles=(90, 270)).sample(r)
@@ -373,7 +373,7 @@ def test_mosaic_tiles_come_from_their_sources_in_place():
         out_t, src_t = tiles_of(out, k, k), tiles_of(x, k, k)
         for n in range(8):
             for t in range(k * k):
-                assert torch.equal(out_t[t][n], src_t[t][int(plan.tiles[n, t, 0])])
+                assert torch.equal(out_t[t][n], src_t[t][int(plan.tile_src_image[n, t])])
 
 
 # -- validity mask and errors ----------------------------------------------------------------------

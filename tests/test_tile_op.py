@@ -49,7 +49,7 @@ def assert_same(images, plan):
     assert out_k.dtype == images.dtype and out_k.shape == images.shape
     assert out_k.is_contiguous()
     # Blends and box means may differ in the last bit (summation order); gathers are exact.
-    rounding = plan.blend_w.ne(1).any() or plan.box[:, 4].eq(BOX_FILL).any()
+    rounding = plan.blend_w.ne(1).any() or plan.box_mode.eq(BOX_FILL).any()
     if rounding:
         torch.testing.assert_close(out_k, out_r, equal_nan=True)
     else:
@@ -81,9 +81,9 @@ def test_every_rotation_on_every_grid(kernel, gh, gw, hw):
     images = torch.randn(n, 2, h, w, generator=torch.Generator().manual_seed(gh * 10 + gw))
     plan = TilePlan.identity(n, gh, gw)
     t = gh * gw
-    plan.tiles[:, :, 0] = torch.arange(n).roll(1).view(n, 1)
-    plan.tiles[:, :, 1] = torch.arange(t).flip(0).view(1, t)
-    plan.tiles[:, :, 2] = (torch.arange(n).view(n, 1) + torch.arange(t).view(1, t)) % 4
+    plan.tile_src_image = torch.arange(n).roll(1).view(n, 1)
+    plan.tile_src_tile = torch.arange(t).flip(0).view(1, t)
+    plan.tile_rot = (torch.arange(n).view(n, 1) + torch.arange(t).view(1, t)) % 4
     assert_same(images, plan)
 
 
@@ -98,7 +98,7 @@ def test_turned_tiles_of_every_size_are_exact(kernel, size, dtype):
     images = torch.randn(n, 2, size, size, generator=gen).to(dtype)
     for k in (1, 3):
         plan = TilePlan.identity(n)
-        plan.tiles[:, 0, 2] = k
+        plan.tile_rot[:, 0] = k
         out, flags = tile.apply_plan(images, plan, impl="kernel")
         assert torch.equal(out, torch.rot90(images, k, dims=(-2, -1)))
         assert torch.equal(flags, apply_plan_reference(images, plan)[1])
@@ -107,15 +107,17 @@ def test_turned_tiles_of_every_size_are_exact(kernel, size, dtype):
             continue
         t = gh * gw
         plan = TilePlan.identity(n, gh, gw)
-        plan.tiles[:, :, 0] = torch.arange(n).roll(1).view(n, 1)
-        plan.tiles[:, :, 1] = torch.randint(0, t, (n, t), generator=gen)
-        plan.tiles[:, :, 2] = torch.randint(0, 4, (n, t), generator=gen)
+        plan.tile_src_image = torch.arange(n).roll(1).view(n, 1)
+        plan.tile_src_tile = torch.randint(0, t, (n, t), generator=gen)
+        plan.tile_rot = torch.randint(0, 4, (n, t), generator=gen)
         assert_same(images, plan)
         # The same tiles blended with another image, then a filled and a pasted box.
         plan.blend_w[0] = 0.25
         plan.blend_src = torch.arange(n).roll(-1)
-        plan.box[1] = torch.tensor([size // 4, size - size // 4, 0, size // 2 + 1, BOX_FILL, 0])
-        plan.box[2] = torch.tensor([1, size, size // 3, size, BOX_PASTE, 0])
+        plan.box_bounds[1] = torch.tensor([size // 4, size - size // 4, 0, size // 2 + 1])
+        plan.box_mode[1], plan.box_src[1] = BOX_FILL, 0
+        plan.box_bounds[2] = torch.tensor([1, size, size // 3, size])
+        plan.box_mode[2], plan.box_src[2] = BOX_PASTE, 0
         assert_same(images, plan)
 
 
@@ -124,8 +126,8 @@ def test_turned_bands_across_thread_chunks(kernel):
     gen = torch.Generator().manual_seed(5)
     images = torch.randn(3, 1, 203, 203, generator=gen)
     plan = TilePlan.identity(3, 2, 2)
-    plan.tiles[:, :, 2] = torch.tensor([[1, 3, 1, 3], [3, 1, 2, 1], [1, 1, 3, 3]])
-    plan.tiles[:, :, 1] = torch.tensor([[3, 2, 1, 0], [0, 1, 2, 3], [1, 0, 3, 2]])
+    plan.tile_rot = torch.tensor([[1, 3, 1, 3], [3, 1, 2, 1], [1, 1, 3, 3]])
+    plan.tile_src_tile = torch.tensor([[3, 2, 1, 0], [0, 1, 2, 3], [1, 0, 3, 2]])
     images[2, 0, 150, 7] = float("nan")  # flagged from inside a band
     assert_same(images, plan)
     _, flags = tile.apply_plan(images, plan, impl="kernel")
@@ -138,8 +140,8 @@ def test_fill_box_split_between_threads_has_one_value(kernel):
     gen = torch.Generator().manual_seed(6)
     images = torch.randn(3, 2, 203, 203, generator=gen)
     plan = TilePlan.identity(3)
-    plan.box[:, :4] = torch.tensor([40, 170, 10, 190])
-    plan.box[:, 4] = BOX_FILL
+    plan.box_bounds = torch.tensor([40, 170, 10, 190])
+    plan.box_mode = BOX_FILL
     assert_same(images, plan)
     out, _ = tile.apply_plan(images, plan, impl="kernel")
     for n in range(3):
@@ -152,7 +154,7 @@ def test_whole_image_rotation_is_rot90(kernel):
     images = torch.randn(3, 3, 9, 9)
     for k in range(4):
         plan = TilePlan.identity(3)
-        plan.tiles[:, 0, 2] = k
+        plan.tile_rot[:, 0] = k
         out, flags = tile.apply_plan(images, plan, impl="kernel")
         assert torch.equal(out, torch.rot90(images, k, dims=(-2, -1)))
         assert flags.tolist() == [0 if k == 0 else FLAG_CHANGED] * 3
@@ -195,7 +197,7 @@ def test_flags_identity_nan_and_inf(kernel, dtype):
     # NaN != NaN, so an untouched NaN image counts as changed, as in the reference.
     assert flags.tolist() == [0, FLAG_CHANGED | FLAG_NONFINITE, FLAG_NONFINITE, 0]
     assert_same(images, plan)
-    plan.tiles[:, :, 0] = torch.tensor([1, 0, 3, 2]).view(4, 1)
+    plan.tile_src_image = torch.tensor([1, 0, 3, 2]).view(4, 1)
     assert_same(images, plan)
 
 
@@ -203,7 +205,8 @@ def test_constant_images_fill_is_unchanged(kernel):
     """A box filled with its own mean on a constant image leaves it unchanged (flag clear)."""
     images = torch.full((2, 3, 8, 8), 0.25)
     plan = TilePlan.identity(2)
-    plan.box[:, :5] = torch.tensor([1, 5, 2, 7, BOX_FILL])
+    plan.box_bounds = torch.tensor([1, 5, 2, 7])
+    plan.box_mode = BOX_FILL
     out, flags = tile.apply_plan(images, plan, impl="kernel")
     assert flags.tolist() == [0, 0]
     assert torch.equal(out, images)
@@ -225,13 +228,13 @@ def test_layouts_are_accepted(kernel):
 def test_bad_plans_raise_value_error_in_both_paths(kernel):
     images = torch.randn(3, 1, 4, 4)
     bad = []
-    p = TilePlan.identity(3); p.tiles[0, 0, 0] = 3; bad.append((p, "tile source"))
-    p = TilePlan.identity(3); p.tiles[1, 0, 2] = 4; bad.append((p, "rotation"))
+    p = TilePlan.identity(3); p.tile_src_image[0, 0] = 3; bad.append((p, "tile source"))
+    p = TilePlan.identity(3); p.tile_rot[1, 0] = 4; bad.append((p, "rotation"))
     p = TilePlan.identity(3); p.grid[2] = torch.tensor([5, 1]); bad.append((p, "grid"))
     p = TilePlan.identity(3); p.grid[2] = torch.tensor([2, 1]); bad.append((p, "fewer tile entries"))
     p = TilePlan.identity(3); p.blend_src[0] = -1; bad.append((p, "blend source"))
-    p = TilePlan.identity(3); p.box[0, 5] = 7; bad.append((p, "box source"))
-    p = TilePlan.identity(3); p.box[0, 4] = 3; bad.append((p, "box mode"))
+    p = TilePlan.identity(3); p.box_src[0] = 7; bad.append((p, "box source"))
+    p = TilePlan.identity(3); p.box_mode[0] = 3; bad.append((p, "box mode"))
     bad.append((TilePlan.identity(2), "batch"))
     for plan, words in bad:
         for impl in ("kernel", "reference"):

@@ -68,7 +68,7 @@ class Cutmix(Negative):
         boxes = self._boxes(n if self.per_image else 1, height, width, generator).expand(n, 4)
         partner = derangement(n, generator)
         plan = identity_plan(n)
-        plan.box[:, :4] = boxes
-        plan.box[:, 4] = BOX_PASTE
-        plan.box[:, 5] = partner
+        plan.box_bounds = boxes
+        plan.box_mode = BOX_PASTE
+        plan.box_src = partner
         return plan

@@ -27,7 +27,7 @@ class Cutout(Negative):
         >>> neg = Cutout(size=0.25)
         >>> x = torch.rand(2, 3, 32, 32) * 2 - 1
         >>> params = neg.sample(x, torch.Generator().manual_seed(0))
-        >>> y0, y1, x0, x1 = params.box[0, :4].tolist()
+        >>> y0, y1, x0, x1 = params.box_bounds[0].tolist()
         >>> (y1 - y0, x1 - x0)
         (8, 8)
     """
@@ -43,9 +43,6 @@ class Cutout(Negative):
         y0 = randint(height - side, (n,), generator)
         x0 = randint(width - side, (n,), generator)
         plan = identity_plan(n)
-        plan.box[:, 0] = y0
-        plan.box[:, 1] = y0 + side
-        plan.box[:, 2] = x0
-        plan.box[:, 3] = x0 + side
-        plan.box[:, 4] = BOX_FILL
+        plan.box_bounds = torch.stack([y0, y0 + side, x0, x0 + side], 1)
+        plan.box_mode = BOX_FILL
         return plan

@@ -44,5 +44,5 @@ class Jigsaw(Negative):
 
         perm, _ = redraw_until(draw, lambda p: (p == ident).all(1), n, max_rounds=10 ** 6)
         plan = identity_plan(n, self.k, self.k)
-        plan.tiles[:, :, 1] = perm
+        plan.tile_src_tile = perm
         return plan

@@ -25,7 +25,7 @@ class Mosaic(Negative):
         >>> x = torch.rand(8, 3, 32, 32)
         >>> neg = Mosaic(k=2)
         >>> params = neg.sample(x, torch.Generator().manual_seed(0))
-        >>> [len(set(row)) for row in params.tiles[:2, :4, 0].tolist()]  # 4 source images each
+        >>> [len(set(row)) for row in params.tile_src_image[:2, :4].tolist()]  # 4 source images each
         [4, 4]
         >>> neg.apply(x, params).shape
         torch.Size([8, 3, 32, 32])
@@ -48,7 +48,7 @@ class Mosaic(Negative):
             sources, _ = redraw_until(lambda count: randint(n, (count, t), generator),
                                       lambda s: (s == s[:, :1]).all(1), n, max_rounds=10 ** 6)
         plan = identity_plan(n, self.k, self.k)
-        plan.tiles[:, :, 0] = sources
+        plan.tile_src_image = sources
         return plan
 
 

@@ -29,13 +29,36 @@ import torch
 BOX_NONE, BOX_FILL, BOX_PASTE = 0, 1, 2
 FLAG_CHANGED, FLAG_NONFINITE = 1, 2
 
+# Column names of the plan's tensors (the kernels read this layout: change it nowhere but here
+# and in ops/csrc). Python code reads and writes the columns through TilePlan's named views.
+GRID_ROWS, GRID_COLS = 0, 1                          # grid[n] = (gh, gw)
+TILE_SRC_IMAGE, TILE_SRC_TILE, TILE_ROT = 0, 1, 2    # tiles[n, t] = (src_image, src_tile, rot)
+BOX_Y0, BOX_Y1, BOX_X0, BOX_X1, BOX_MODE, BOX_SRC = 0, 1, 2, 3, 4, 5  # box[n]
+
+
+def _column(tensor_name, column, doc):
+    """A named, writable view of one column (the last dimension) of a plan tensor.
+
+    Reading gives a view (``plan.tile_rot[:, 0] = 2`` writes into the plan); assigning writes
+    the column in place (``plan.box_src = partner``)."""
+
+    def get(self):
+        return getattr(self, tensor_name)[..., column]
+
+    def set(self, value):
+        getattr(self, tensor_name)[..., column] = value
+
+    return property(get, set, doc=doc)
+
 
 class TilePlan:
     """Per-image sampling parameters of tile-based negatives (all tensors on one device).
 
     Attributes: ``grid`` int64 ``[N, 2]``; ``tiles`` int64 ``[N, T, 3]`` (``T`` >= every
     ``gh * gw``; unused entries are ignored); ``box`` int64 ``[N, 6]``; ``blend_src`` int64
-    ``[N]``; ``blend_w`` float32 ``[N]``.
+    ``[N]``; ``blend_w`` float32 ``[N]``. Their columns have names: ``grid_rows``,
+    ``grid_cols`` (``[N]``); ``tile_src_image``, ``tile_src_tile``, ``tile_rot`` (``[N, T]``);
+    ``box_bounds`` (``[N, 4]``: y0, y1, x0, x1), ``box_mode``, ``box_src`` (``[N]``).
     """
 
     __slots__ = ("grid", "tiles", "box", "blend_src", "blend_w")
@@ -47,19 +70,37 @@ class TilePlan:
         self.blend_src = blend_src
         self.blend_w = blend_w
 
+    grid_rows = _column("grid", GRID_ROWS, "tile rows gh of each image's grid, int64 [N]")
+    grid_cols = _column("grid", GRID_COLS, "tile columns gw of each image's grid, int64 [N]")
+    tile_src_image = _column("tiles", TILE_SRC_IMAGE, "image each output tile comes from, int64 [N, T]")
+    tile_src_tile = _column("tiles", TILE_SRC_TILE, "tile of that image it comes from, int64 [N, T]")
+    tile_rot = _column("tiles", TILE_ROT, "quarter turns counter-clockwise of each tile, int64 [N, T]")
+    box_mode = _column("box", BOX_MODE, "what the box does: BOX_NONE, BOX_FILL or BOX_PASTE, int64 [N]")
+    box_src = _column("box", BOX_SRC, "image a BOX_PASTE box is pasted from, int64 [N]")
+
+    @property
+    def box_bounds(self):
+        """The half-open box ``(y0, y1, x0, x1)`` of each image, an int64 ``[N, 4]`` view."""
+        return self.box[:, BOX_Y0:BOX_X1 + 1]
+
+    @box_bounds.setter
+    def box_bounds(self, value):
+        self.box[:, BOX_Y0:BOX_X1 + 1] = value
+
     # -- construction -------------------------------------------------------------------
     @classmethod
     def identity(cls, batch, gh=1, gw=1, device="cpu"):
         """A plan that copies every image unchanged on a ``gh x gw`` grid."""
         n_tiles = gh * gw
         ids = torch.arange(batch, device=device)
-        tiles = torch.zeros(batch, n_tiles, 3, dtype=torch.int64, device=device)
-        tiles[:, :, 0] = ids[:, None]
-        tiles[:, :, 1] = torch.arange(n_tiles, device=device)[None, :]
         grid = torch.tensor([gh, gw], dtype=torch.int64, device=device).repeat(batch, 1)
-        box = torch.zeros(batch, 6, dtype=torch.int64, device=device)
-        box[:, 5] = ids
-        return cls(grid, tiles, box, ids.clone(), torch.ones(batch, dtype=torch.float32, device=device))
+        tiles = torch.zeros(batch, n_tiles, 3, dtype=torch.int64, device=device)
+        box = torch.zeros(batch, 6, dtype=torch.int64, device=device)  # BOX_NONE
+        plan = cls(grid, tiles, box, ids.clone(), torch.ones(batch, dtype=torch.float32, device=device))
+        plan.tile_src_image = ids[:, None]
+        plan.tile_src_tile = torch.arange(n_tiles, device=device)[None, :]
+        plan.box_src = ids
+        return plan
 
     def tensors(self):
         return tuple(getattr(self, k) for k in self.__slots__)
@@ -104,18 +145,18 @@ class TilePlan:
         n, _, h, w = images.shape
         if self.batch != n:
             raise ValueError("plan is for a batch of %d images but got %d" % (self.batch, n))
-        gh, gw = self.grid[:, 0], self.grid[:, 1]
+        gh, gw = self.grid_rows, self.grid_cols
         if bool((gh < 1).any() or (gw < 1).any() or (gh > h).any() or (gw > w).any()):
             raise ValueError("plan grid must be between 1x1 and the image size %dx%d" % (h, w))
         if bool((gh * gw > self.tiles.shape[1]).any()):
             raise ValueError("plan has fewer tile entries than its grid needs")
-        for name, idx in (("tile source", self.tiles[..., 0]), ("blend source", self.blend_src),
-                          ("box source", self.box[:, 5])):
+        for name, idx in (("tile source", self.tile_src_image), ("blend source", self.blend_src),
+                          ("box source", self.box_src)):
             if bool((idx < 0).any() or (idx >= n).any()):
                 raise ValueError("plan %s index out of range for a batch of %d" % (name, n))
-        if bool((self.tiles[..., 2] < 0).any() or (self.tiles[..., 2] > 3).any()):
+        if bool((self.tile_rot < 0).any() or (self.tile_rot > 3).any()):
             raise ValueError("plan rotation must be 0..3 quarter turns")
-        if bool((self.box[:, 4] < 0).any() or (self.box[:, 4] > 2).any()):
+        if bool((self.box_mode < BOX_NONE).any() or (self.box_mode > BOX_PASTE).any()):
             raise ValueError("plan box mode must be 0 (none), 1 (fill) or 2 (paste)")
 
     def __repr__(self):

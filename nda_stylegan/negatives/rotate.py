@@ -43,5 +43,5 @@ class Rotate(Negative):
         allowed = torch.tensor(self._allowed(height, width), dtype=torch.int64)
         pick = randint(len(allowed), (n,), generator)
         plan = identity_plan(n)
-        plan.tiles[:, 0, 2] = allowed[pick] // 90
+        plan.tile_rot[:, 0] = allowed[pick] // 90
         return plan

@@ -53,7 +53,7 @@ class Stitch(Negative):
             vertical = torch.full((n,), self.orientation == "vertical", dtype=torch.bool)
         partner = derangement(n, generator)
         plan = identity_plan(n, 2, 1)
-        plan.grid[:, 0] = 2 - vertical.long()  # horizontal seam: 2 x 1 grid; vertical: 1 x 2
-        plan.grid[:, 1] = 1 + vertical.long()
-        plan.tiles[:, 1, 0] = partner  # tile 1 (bottom or right) comes from the partner, same place
+        plan.grid_rows = 2 - vertical.long()  # horizontal seam: 2 x 1 grid; vertical: 1 x 2
+        plan.grid_cols = 1 + vertical.long()
+        plan.tile_src_image[:, 1] = partner  # tile 1 (bottom or right) comes from the partner, same place
         return plan

@@ -6,7 +6,8 @@ tested against this function, value for value.
 
 import torch
 
-from ..negatives.plan import BOX_FILL, BOX_PASTE, FLAG_CHANGED, FLAG_NONFINITE
+from ..negatives.plan import (BOX_FILL, BOX_NONE, BOX_PASTE, FLAG_CHANGED, FLAG_NONFINITE, TILE_ROT, TILE_SRC_IMAGE,
+                              TILE_SRC_TILE)
 
 
 def _opmath(dtype):
@@ -17,8 +18,8 @@ def source_coords(plan, height, width):
     """Source image, row and column of every output pixel: three int64 ``[N, H, W]`` tensors."""
     device = plan.grid.device
     n = plan.batch
-    gh = plan.grid[:, 0].view(n, 1, 1)
-    gw = plan.grid[:, 1].view(n, 1, 1)
+    gh = plan.grid_rows.view(n, 1, 1)
+    gw = plan.grid_cols.view(n, 1, 1)
     th = height // gh
     tw = width // gw
     y = torch.arange(height, device=device).view(1, height, 1)
@@ -32,7 +33,7 @@ def source_coords(plan, height, width):
     size_x = torch.where(tj == gw - 1, width - (gw - 1) * tw, tw)
     t = ti * gw + tj  # [N, H, W]
     entry = torch.gather(plan.tiles, 1, t.reshape(n, -1, 1).expand(-1, -1, 3)).view(n, height, width, 3)
-    src_img, src_tile, rot = entry.unbind(-1)
+    src_img, src_tile, rot = entry[..., TILE_SRC_IMAGE], entry[..., TILE_SRC_TILE], entry[..., TILE_ROT]
     si = src_tile // gw
     sj = src_tile % gw
     # Quarter turns counter-clockwise, as torch.rot90(dims=(-2, -1)).
@@ -59,18 +60,17 @@ def apply_plan_reference(images, plan):
         mixed = (wgt * out.to(opmath) + (1 - wgt) * other.to(opmath)).to(images.dtype)
         out = torch.where(blending.view(n, 1, 1, 1), mixed, out)
 
-    box = plan.box
-    mode = box[:, 4]
-    if bool((mode != 0).any()):
+    mode = plan.box_mode
+    if bool((mode != BOX_NONE).any()):
         y = torch.arange(h, device=images.device).view(1, h, 1)
         x = torch.arange(w, device=images.device).view(1, 1, w)
-        inside = ((y >= box[:, 0].view(n, 1, 1)) & (y < box[:, 1].view(n, 1, 1))
-                  & (x >= box[:, 2].view(n, 1, 1)) & (x < box[:, 3].view(n, 1, 1)))  # [N, H, W]
+        y0, y1, x0, x1 = (b.view(n, 1, 1) for b in plan.box_bounds.unbind(1))
+        inside = (y >= y0) & (y < y1) & (x >= x0) & (x < x1)  # [N, H, W]
         area = inside.sum((1, 2)).clamp(min=1).to(opmath)
         # masked_fill, not a product with the mask: NaN/inf outside the box must not leak into its mean.
         box_sum = nhwc.to(opmath).masked_fill(~inside.unsqueeze(-1), 0).sum((1, 2))  # [N, C]
         fill = (box_sum / area.view(n, 1)).to(images.dtype).view(n, 1, 1, c)
-        paste = nhwc[box[:, 5]]
+        paste = nhwc[plan.box_src]
         fill_here = (inside & (mode == BOX_FILL).view(n, 1, 1)).unsqueeze(-1)
         paste_here = (inside & (mode == BOX_PASTE).view(n, 1, 1)).unsqueeze(-1)
         out = torch.where(fill_here, fill.expand_as(out), out)
