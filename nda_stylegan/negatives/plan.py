@@ -37,18 +37,18 @@ BOX_Y0, BOX_Y1, BOX_X0, BOX_X1, BOX_MODE, BOX_SRC = 0, 1, 2, 3, 4, 5  # box[n]
 
 
 def _column(tensor_name, column, doc):
-    """A named, writable view of one column (the last dimension) of a plan tensor.
+    """A named, writable view of one column (or a slice of columns) of a plan tensor.
 
     Reading gives a view (``plan.tile_rot[:, 0] = 2`` writes into the plan); assigning writes
     the column in place (``plan.box_src = partner``)."""
 
-    def get(self):
+    def read(self):
         return getattr(self, tensor_name)[..., column]
 
-    def set(self, value):
+    def write(self, value):
         getattr(self, tensor_name)[..., column] = value
 
-    return property(get, set, doc=doc)
+    return property(read, write, doc=doc)
 
 
 class TilePlan:
@@ -75,17 +75,9 @@ class TilePlan:
     tile_src_image = _column("tiles", TILE_SRC_IMAGE, "image each output tile comes from, int64 [N, T]")
     tile_src_tile = _column("tiles", TILE_SRC_TILE, "tile of that image it comes from, int64 [N, T]")
     tile_rot = _column("tiles", TILE_ROT, "quarter turns counter-clockwise of each tile, int64 [N, T]")
+    box_bounds = _column("box", slice(BOX_Y0, BOX_X1 + 1), "the half-open box (y0, y1, x0, x1), int64 [N, 4]")
     box_mode = _column("box", BOX_MODE, "what the box does: BOX_NONE, BOX_FILL or BOX_PASTE, int64 [N]")
     box_src = _column("box", BOX_SRC, "image a BOX_PASTE box is pasted from, int64 [N]")
-
-    @property
-    def box_bounds(self):
-        """The half-open box ``(y0, y1, x0, x1)`` of each image, an int64 ``[N, 4]`` view."""
-        return self.box[:, BOX_Y0:BOX_X1 + 1]
-
-    @box_bounds.setter
-    def box_bounds(self, value):
-        self.box[:, BOX_Y0:BOX_X1 + 1] = value
 
     # -- construction -------------------------------------------------------------------
     @classmethod
