@@ -191,6 +191,24 @@ def derangement(n, generator):
     return partner
 
 
+# -- negatives that take pixels from a partner image with a Beta-drawn amount (mixup, cutmix) -----
+def partner_params(alpha, amount, unit):
+    """Their ``PARAMS``: ``alpha`` of the Beta(alpha, alpha) draw of ``amount``, and ``per_image``
+    (one ``unit`` per image instead of one per batch, the official choice)."""
+    return {
+        "alpha": Param(alpha, "float", "Beta(alpha, alpha) concentration of " + amount, low=0, high=1e6,
+                       low_open=True),
+        "per_image": Param(False, "bool", "draw one %s per image instead of one per batch" % unit),
+    }
+
+
+def draw_with_partner(draw, n, per_image, generator):
+    """``draw(k)`` rows for one draw per batch (``k = 1``, expanded to ``n`` rows) or one per
+    image, then each image's partner (never itself): ``(rows, partner)``, drawn in that order."""
+    rows = draw(n if per_image else 1)
+    return rows.expand(n, *rows.shape[1:]), derangement(n, generator)
+
+
 _tile_ops = None  # the module nda_stylegan.ops.tile, imported on first apply (an import per call costs ~1 us)
 
 

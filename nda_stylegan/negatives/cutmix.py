@@ -2,7 +2,7 @@
 
 import torch
 
-from .base import Negative, Param, beta, derangement, identity_plan, randint, redraw_until
+from .base import Negative, beta, draw_with_partner, identity_plan, partner_params, randint, redraw_until
 from .plan import BOX_PASTE
 
 
@@ -33,11 +33,7 @@ class Cutmix(Negative):
 
     name = "cutmix"
     needs_partner = True
-    PARAMS = {
-        "alpha": Param(1.0, "float", "Beta(alpha, alpha) concentration of l (box area 1 - l)", low=0,
-                       high=1e6, low_open=True),
-        "per_image": Param(False, "bool", "draw one box per image instead of one per batch"),
-    }
+    PARAMS = partner_params(1.0, "l (box area 1 - l)", "box")
 
     def check_size(self, height, width):
         if height * width < 2:
@@ -65,8 +61,8 @@ class Cutmix(Negative):
         return boxes
 
     def sample_plan(self, n, height, width, generator):
-        boxes = self._boxes(n if self.per_image else 1, height, width, generator).expand(n, 4)
-        partner = derangement(n, generator)
+        boxes, partner = draw_with_partner(lambda k: self._boxes(k, height, width, generator), n, self.per_image,
+                                           generator)
         plan = identity_plan(n)
         plan.box_bounds = boxes
         plan.box_mode = BOX_PASTE

@@ -1,6 +1,6 @@
 """Mixup: a convex blend of each image with another image of the batch."""
 
-from .base import Negative, Param, beta, derangement, identity_plan
+from .base import Negative, beta, draw_with_partner, identity_plan, partner_params
 
 # Keeps the weight away from 1 (a plan weight of exactly 1 means "no blend") and from 0 (which
 # would return the partner, a real image).
@@ -32,16 +32,12 @@ class Mixup(Negative):
 
     name = "mixup"
     needs_partner = True
-    PARAMS = {
-        "alpha": Param(25.0, "float", "Beta(alpha, alpha) concentration of the blend weight", low=0,
-                       high=1e6, low_open=True),
-        "per_image": Param(False, "bool", "draw one blend weight per image instead of one per batch"),
-    }
+    PARAMS = partner_params(25.0, "the blend weight", "blend weight")
 
     def sample_plan(self, n, height, width, generator):
-        lam = beta(self.alpha, n if self.per_image else 1, generator).clamp(_EDGE, 1 - _EDGE)
-        partner = derangement(n, generator)
+        lam, partner = draw_with_partner(lambda k: beta(self.alpha, k, generator).clamp(_EDGE, 1 - _EDGE), n,
+                                         self.per_image, generator)
         plan = identity_plan(n)
         plan.blend_src = partner
-        plan.blend_w = lam.float().expand(n).clone()
+        plan.blend_w = lam.float().contiguous()
         return plan
