@@ -15,22 +15,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # training/ lives in the checkout, not in the installed package
     sys.path.insert(0, REPO)
 
-from training.ops import kernels
 from training.ops.upfirdn2d import setup_filter, upfirdn2d
-from trainer_helpers import one_thread  # tiny tensors: run torch on one thread
+from trainer_helpers import one_thread, require_kernels, seeded_randn
 
-one_thread_per_module = pytest.fixture(scope="module", autouse=True)(one_thread)
+one_thread_per_module = pytest.fixture(scope="module", autouse=True)(one_thread)  # tiny tensors: one thread
 
 
 @pytest.fixture(scope="module", autouse=True)
 def built_kernel():
-    if not kernels.kernels_ready("upfirdn2d"):
-        pytest.fail("the upfirdn2d CPU kernel did not build (or NDA_STYLEGAN_OPS=reference is set)")
-
-
-def _rand(*shape, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype)
+    require_kernels("upfirdn2d")
 
 
 def _pair(v):
@@ -115,7 +108,7 @@ def test_separable_path_matches_reference_float64(name):
     for shape, up, down, pad, flip in itertools.product(
             [(2, 3, 7, 6), (1, 2, 5, 37)], [1, 2, 3, [2, 1]], [1, 2, 3, [1, 2]],
             [0, 2, [1, -1, 2, 0], [-2, 3, 4, -1]], [False, True]):
-        x = _rand(*shape)
+        x = seeded_randn(*shape)
         checked += _check_values(x, f, up, down, pad, flip, 1.5, dict(rtol=1e-12, atol=1e-12))
     assert checked > 150
 
@@ -125,7 +118,7 @@ def test_separable_path_matches_reference_float32():
     for shape, up, down, pad, flip in itertools.product(
             [(2, 3, 9, 9), (1, 2, 6, 41)], [1, 2, [1, 2]], [1, 2, [2, 1]], [1, 2, [2, 1, 2, 1], [0, -1, 3, 1]],
             [False, True]):
-        x = _rand(*shape, dtype=torch.float32)
+        x = seeded_randn(*shape, dtype=torch.float32)
         _check_values(x, f, up, down, pad, flip, 4.0, dict(rtol=1e-5, atol=1e-5))
 
 
@@ -144,13 +137,13 @@ NETWORK_CALLS = {
 def test_network_calls_match_reference_with_gradients(name):
     shape, kw = NETWORK_CALLS[name]
     f = setup_filter([1, 3, 3, 1])
-    x = _rand(*shape, dtype=torch.float32)
+    x = seeded_randn(*shape, dtype=torch.float32)
     assert cpu_path(x, f, kw.get("up", 1), kw.get("down", 1), kw["padding"], False, kw.get("gain", 1)) == "separable"
     results = {}
     for impl in ("reference", "kernel"):
         xi = x.clone().requires_grad_(True)
         y = upfirdn2d(xi, f, impl=impl, **kw)
-        gy = _rand(*y.shape, dtype=torch.float32, seed=1)
+        gy = seeded_randn(*y.shape, dtype=torch.float32, seed=1)
         (gx,) = torch.autograd.grad(y, xi, gy)
         results[impl] = (y, gx)
     torch.testing.assert_close(results["kernel"][0], results["reference"][0], rtol=1e-5, atol=1e-5)
@@ -165,11 +158,11 @@ def test_network_calls_match_reference_with_gradients(name):
 ])
 def test_separable_path_gradients_first_and_second_order(up, down, pad):
     f = setup_filter([1, 3, 3, 1]).double()
-    x = _rand(1, 2, 5, 6).requires_grad_(True)
+    x = seeded_randn(1, 2, 5, 6).requires_grad_(True)
     fn = lambda x: upfirdn2d(x, f, up, down, pad, flip_filter=True, gain=3.0, impl="kernel")
     assert gradcheck(fn, (x,))
     assert gradgradcheck(fn, (x,))
-    gy = _rand(*fn(x).shape, seed=2)
+    gy = seeded_randn(*fn(x).shape, seed=2)
     grads = [torch.autograd.grad(upfirdn2d(x, f, up, down, pad, flip_filter=True, gain=3.0, impl=impl), x, gy)[0]
              for impl in ("kernel", "reference")]
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
@@ -178,7 +171,7 @@ def test_separable_path_gradients_first_and_second_order(up, down, pad):
 def test_non_contiguous_input_and_threads_splitting_the_planes():
     f = setup_filter([1, 3, 3, 1])
     # 256 planes of 16x16 outputs: enough work for the kernel to hand planes to two threads.
-    x = _rand(4, 64, 16, 16, dtype=torch.float32)
+    x = seeded_randn(4, 64, 16, 16, dtype=torch.float32)
     one = upfirdn2d(x, f, padding=[1, 2, 1, 2], impl="kernel")
     before = torch.get_num_threads()
     torch.set_num_threads(2)

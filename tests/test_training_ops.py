@@ -21,22 +21,14 @@ from training.ops import kernels
 from training.ops.bias_act import ACTIVATIONS, bias_act
 from training.ops.conv2d_resample import conv2d_resample
 from training.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
-from trainer_helpers import one_thread  # tiny tensors: run torch on one thread
+from trainer_helpers import one_thread, require_kernels, seeded_randn
 
-
-one_thread_per_module = pytest.fixture(scope="module", autouse=True)(one_thread)
+one_thread_per_module = pytest.fixture(scope="module", autouse=True)(one_thread)  # tiny tensors: one thread
 
 
 @pytest.fixture(scope="module", autouse=True)
 def built_kernels():
-    for op in ("bias_act", "upfirdn2d"):
-        if not kernels.kernels_ready(op):
-            pytest.fail("the %s CPU kernel did not build (or NDA_STYLEGAN_OPS=reference is set)" % op)
-
-
-def _rand(*shape, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype)
+    require_kernels("bias_act", "upfirdn2d")
 
 
 # ---------------------------------------------------------------- bias_act
@@ -46,10 +38,10 @@ def test_bias_act_kernel_matches_reference_values(act):
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         for shape, dim, layout in (([2, 5, 4, 3], 1, "nchw"), ([2, 5, 4, 3], 1, "channels_last"),
                                    ([6, 7], 1, "nchw"), ([5, 3], 0, "nchw")):
-            x = _rand(*shape, dtype=dtype) * 3
+            x = seeded_randn(*shape, dtype=dtype) * 3
             if layout == "channels_last":
                 x = x.to(memory_format=torch.channels_last)
-            b = _rand(shape[dim], dtype=dtype, seed=1)
+            b = seeded_randn(shape[dim], dtype=dtype, seed=1)
             for clamp, gain, alpha in ((None, None, None), (0.8, 1.7, 0.1)):
                 out = bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="kernel")
                 ref = bias_act(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="reference")
@@ -73,13 +65,13 @@ def test_bias_act_reference_semantics():
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("clamp", [None, 0.9])
 def test_bias_act_kernel_gradients_first_and_second_order(act, clamp):
-    x = (_rand(2, 3, 3, 2) * 2).requires_grad_(True)
-    b = _rand(3, seed=1).requires_grad_(True)
+    x = (seeded_randn(2, 3, 3, 2) * 2).requires_grad_(True)
+    b = seeded_randn(3, seed=1).requires_grad_(True)
     fn = lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="kernel")
     assert gradcheck(fn, (x, b))
     assert gradgradcheck(fn, (x, b))
     # And the same numbers as autograd through the reference, to second order.
-    gy = _rand(2, 3, 3, 2, seed=2)
+    gy = seeded_randn(2, 3, 3, 2, seed=2)
     results = {}
     for impl in ("kernel", "reference"):
         y = bias_act(x, b, act=act, clamp=clamp, impl=impl)
@@ -96,11 +88,11 @@ def test_bias_act_kernel_gradients_first_and_second_order(act, clamp):
 
 def test_bias_act_r1_style_double_backward_matches_reference():
     # R1: penalty on d(out)/d(input) with create_graph, then backprop into the parameters.
-    w = _rand(4, 3, seed=3).requires_grad_(True)
-    b = _rand(4, seed=4).requires_grad_(True)
+    w = seeded_randn(4, 3, seed=3).requires_grad_(True)
+    b = seeded_randn(4, seed=4).requires_grad_(True)
     grads = {}
     for impl in ("kernel", "reference"):
-        inp = _rand(5, 3, seed=5).requires_grad_(True)
+        inp = seeded_randn(5, 3, seed=5).requires_grad_(True)
         h = bias_act(inp.matmul(w.t()), b, act="lrelu", clamp=2.0, impl=impl)
         out = bias_act(h.sum(dim=1, keepdim=True), None, act="softplus", impl=impl)
         (g,) = torch.autograd.grad(out.sum(), inp, create_graph=True)
@@ -155,7 +147,7 @@ FILTERS = {
 
 
 def test_upfirdn2d_kernel_matches_reference_over_parameter_grid():
-    x = _rand(2, 3, 7, 6)
+    x = seeded_randn(2, 3, 7, 6)
     checked = 0
     for (name, taps), up, down, pad, flip in itertools.product(
             FILTERS.items(), [1, 2, 3, [2, 1]], [1, 2, 3, [1, 2]], [0, 2, [1, -1, 2, 0], [-1, 3, 0, 2]],
@@ -171,7 +163,7 @@ def test_upfirdn2d_kernel_matches_reference_over_parameter_grid():
         checked += 1
     assert checked > 400
     # float32 and a channels_last input take the same path.
-    x32 = _rand(2, 4, 9, 9, dtype=torch.float32).to(memory_format=torch.channels_last)
+    x32 = seeded_randn(2, 4, 9, 9, dtype=torch.float32).to(memory_format=torch.channels_last)
     f = setup_filter([1, 3, 3, 1])
     torch.testing.assert_close(upfirdn2d(x32, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="kernel"),
                                upfirdn2d(x32, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="reference"))
@@ -185,7 +177,7 @@ def test_upfirdn2d_kernel_matches_reference_over_parameter_grid():
     (2, 1, [3, 2, 3, 2], "separable 8"),
 ])
 def test_upfirdn2d_kernel_gradients_first_and_second_order(up, down, pad, taps):
-    x = _rand(2, 2, 5, 4).requires_grad_(True)
+    x = seeded_randn(2, 2, 5, 4).requires_grad_(True)
     f = setup_filter(FILTERS[taps]).double()
     fn = lambda x: upfirdn2d(x, f, up, down, pad, gain=2.0, impl="kernel")
     assert gradcheck(fn, (x,))
@@ -272,8 +264,8 @@ def test_conv2d_resample_matches_its_definition():
     for k, (up, down), pad, flip, groups, impl in itertools.product(
             [1, 3], [(1, 1), (2, 1), (1, 2)], [0, 1, [1, 0, 2, 1]], [True, False], [1, 2],
             ["kernel", "reference"]):
-        x = _rand(2, 4, 6, 5)
-        w = _rand(6, 4 // groups, k, k, seed=1)
+        x = seeded_randn(2, 4, 6, 5)
+        w = seeded_randn(6, 4 // groups, k, k, seed=1)
         fast = conv2d_resample(x, w, f, up, down, pad, groups, flip, impl=impl)
         slow = _slow_conv2d_resample(x, w, f, up, down, pad, groups, flip)
         assert fast.shape == slow.shape, (k, up, down, pad)

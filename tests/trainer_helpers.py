@@ -1,5 +1,6 @@
-"""Shared helpers of the trainer tests (loss, loop, snapshots, generate.py): the repository root
-on sys.path (train.py's packages live in the checkout) and a tiny training configuration."""
+"""Shared helpers of the trainer tests (ops, loss, loop, snapshots, generate.py): the repository
+root on sys.path (train.py's packages live in the checkout), one torch thread, the check that the
+C++ kernels built, and a tiny training configuration."""
 
 import os
 import sys
@@ -21,6 +22,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def require_kernels(*ops):
+    """Fail (never skip) when one of the trainer's C++ kernels ``ops`` did not build: tests that
+    compare a kernel with its reference would otherwise pass on the reference alone."""
+    import pytest
+
+    from training.ops import kernels
+
+    for op in ops:
+        if not kernels.kernels_ready(op):
+            pytest.fail("the %s CPU kernel did not build (or NDA_STYLEGAN_OPS=reference is set)" % op)
+
+
+def seeded_randn(*shape, dtype=None, seed=0):
+    """Standard-normal test input from its own generator (float64 unless ``dtype`` says)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype or torch.float64)
 
 
 def tiny_config(run_dir, **overrides):
