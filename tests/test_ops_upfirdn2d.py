@@ -4,16 +4,10 @@ down, padding / cropping, flip, gain, odd sizes and both dtypes, the shapes the 
 and threads splitting the planes."""
 
 import itertools
-import os
-import sys
 
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # training/ lives in the checkout, not in the installed package
-    sys.path.insert(0, REPO)
 
 from training.ops.upfirdn2d import setup_filter, upfirdn2d
 from trainer_helpers import one_thread, require_kernels, seeded_randn

@@ -4,18 +4,12 @@ compile check of the GPU sources."""
 
 import itertools
 import math
-import os
-import sys
 import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # training/ lives in the checkout, not in the installed package
-    sys.path.insert(0, REPO)
 
 from training.ops import kernels
 from training.ops.bias_act import ACTIVATIONS, bias_act
