@@ -83,12 +83,52 @@ def test_nda_auroc_is_deterministic_for_a_seed():
     assert a == b
 
 
+class KnowsTheRealsD(torch.nn.Module):
+    """Logit ``sign``: +1 for an image of the dataset (to float precision), -1 for anything else;
+    ``sign=0``: the same logit whatever the input."""
+
+    def __init__(self, sign=1.0):
+        super().__init__()
+        self.mbstd = MinibatchStd(4)
+        self.sign = sign
+        self.reals = torch.from_numpy(FacesDataset().images).float() / 127.5 - 1
+
+    def forward(self, img, c):
+        distance = (img[:, None] - self.reals[None]).abs().flatten(2).amax(2).min(1).values
+        return self.sign * torch.where(distance < 1e-5, 1.0, -1.0)[:, None]
+
+
+class NegatedD(SmoothnessD):
+    def forward(self, img, c):
+        return -super().forward(img, c)
+
+
+def _set_results(D, spec=None):
+    r = dict(_nda_auroc(D, spec, num_images=8)["results"])
+    mean = r.pop("nda_auroc_mean")
+    assert mean == pytest.approx(np.mean(list(r.values())))
+    return r
+
+
 def test_default_spec_covers_every_builtin_negative_and_corruption():
-    r = _nda_auroc(SmoothnessD(), None, num_images=8)["results"]
-    for name in anomaly.DEFAULT_NDA_SPEC.split(","):
-        assert 0.0 <= r["nda_auroc_neg_" + name] <= 1.0
-    for name in corruptions.CORRUPTIONS:
-        assert 0.0 <= r["nda_auroc_corrupt_" + name] <= 1.0
+    # A D that tells reals from everything else: every set is separated perfectly (AUROC 1).
+    perfect = _set_results(KnowsTheRealsD())
+    expected = {"nda_auroc_neg_" + name for name in anomaly.DEFAULT_NDA_SPEC.split(",")}
+    expected |= {"nda_auroc_corrupt_" + name for name in corruptions.CORRUPTIONS}
+    assert set(perfect) == expected
+    assert all(v == 1.0 for v in perfect.values()), perfect
+    # The same D upside down ranks every real last (0); a D that ignores its input gives ties (0.5).
+    assert all(v == 0.0 for v in _set_results(KnowsTheRealsD(sign=-1.0)).values())
+    assert all(v == 0.5 for v in _set_results(KnowsTheRealsD(sign=0.0)).values())
+
+
+def test_negating_the_logit_gives_one_minus_the_auroc():
+    spec = "jigsaw,stitch,mixup,cutout"
+    r, flipped = _set_results(SmoothnessD(), spec), _set_results(NegatedD(), spec)
+    assert set(r) == set(flipped)
+    assert any(0.05 < v < 0.95 for v in r.values())  # not only the trivial 0 / 1 cases
+    for key in r:
+        assert flipped[key] == pytest.approx(1 - r[key], abs=1e-12), key
 
 
 def test_negatives_with_parameters_get_distinct_keys():

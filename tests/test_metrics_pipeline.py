@@ -58,6 +58,23 @@ class TinyG(torch.nn.Module):
         return (torch.nn.functional.interpolate(x, size=RES, mode="bilinear", align_corners=False) + self.shift).clamp(-1, 1)
 
 
+class DatasetG(torch.nn.Module):
+    """A "generator" that returns the dataset's own images in order (with ``only``: that one image,
+    every time, a fully collapsed generator)."""
+
+    z_dim, c_dim, img_resolution, img_channels = 1, 0, RES, 3
+
+    def __init__(self, data, only=None):
+        super().__init__()
+        self.data, self.only, self.next = data, only, 0
+
+    def forward(self, z, c):
+        n = z.shape[0]
+        idx = [self.only] * n if self.only is not None else [(self.next + i) % len(self.data) for i in range(n)]
+        self.next += n
+        return torch.from_numpy(self.data.images[idx]).float() / 127.5 - 1
+
+
 @pytest.fixture(scope="module")
 def detectors_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("detectors")
@@ -97,20 +114,7 @@ def test_fid_is_deterministic_for_a_seed_and_detects_a_worse_generator(detectors
 
 def test_fid_of_the_dataset_against_itself_is_near_zero(detectors_dir):
     data = FacesDataset(n=32)
-
-    class Replay(torch.nn.Module):  # a "generator" that returns dataset images in order
-        z_dim, c_dim, img_resolution, img_channels = 1, 0, RES, 3
-
-        def __init__(self):
-            super().__init__()
-            self.next = 0
-
-        def forward(self, z, c):
-            idx = [(self.next + i) % len(data) for i in range(z.shape[0])]
-            self.next += z.shape[0]
-            return torch.from_numpy(data.images[idx]).float() / 127.5 - 1
-
-    result = registry.compute_metric("fid50k_full", G=Replay(), dataset=data, device="cpu", detectors_dir=detectors_dir,
+    result = registry.compute_metric("fid50k_full", G=DatasetG(data), dataset=data, device="cpu", detectors_dir=detectors_dir,
                                      cache_dir=False, num_gen=32, batch_size=8)
     assert abs(result["results"]["fid50k_full"]) < 1e-3
 
@@ -152,14 +156,39 @@ def test_cache_file_for_another_key_is_not_trusted(tmp_path):
     assert stats_cache.load_stats(path, "key-b") is None
 
 
-def test_kid_pr_and_is_run_with_standins(detectors_dir, tmp_path):
-    kid = _run("kid50k", detectors_dir, str(tmp_path))["results"]
-    pr = _run("pr50k3_full", detectors_dir, str(tmp_path))["results"]
-    is_ = _run("is50k", detectors_dir, str(tmp_path), num_gen=20, num_splits=2)["results"]
-    assert set(kid) == {"kid50k"} and np.isfinite(kid["kid50k"])
-    assert set(pr) == {"pr50k3_full_precision", "pr50k3_full_recall"}
-    assert all(0.0 <= v <= 1.0 for v in pr.values())
-    assert set(is_) == {"is50k_mean", "is50k_std"} and is_["is50k_mean"] >= 1.0
+def test_kid_is_near_zero_for_the_data_itself_and_grows_with_the_gap(detectors_dir):
+    data = FacesDataset(n=32)
+
+    def kid(G):
+        results = _run("kid50k", detectors_dir, False, G=G, dataset=data, num_gen=32, max_real=32)["results"]
+        assert set(results) == {"kid50k"}
+        return results["kid50k"]
+
+    itself, near, far = kid(DatasetG(data)), kid(TinyG()), kid(TinyG(shift=0.8))
+    assert abs(itself) < 0.2 * near and near < far
+
+
+def test_precision_and_recall_tell_collapse_from_coverage(detectors_dir):
+    data = FacesDataset(n=32)
+
+    def pr(G):
+        results = _run("pr50k3_full", detectors_dir, False, G=G, dataset=data, num_gen=32, max_real=32)["results"]
+        return results["pr50k3_full_precision"], results["pr50k3_full_recall"]
+
+    assert pr(DatasetG(data)) == (1.0, 1.0)  # the data itself: every fake is real, every real is covered
+    # One real image, over and over: all fakes are real (precision 1), but they cover one real of 32.
+    assert pr(DatasetG(data, only=5)) == (1.0, 1 / 32)
+
+
+def test_inception_score_is_one_for_a_single_image_and_grows_with_variety(detectors_dir):
+    def inception_score(G):
+        results = _run("is50k", detectors_dir, False, G=G, num_gen=20, num_splits=2)["results"]
+        assert set(results) == {"is50k_mean", "is50k_std"}
+        return results["is50k_mean"], results["is50k_std"]
+
+    mean, std = inception_score(DatasetG(FacesDataset(), only=0))  # one class distribution: exp(KL(p || p))
+    assert mean == pytest.approx(1.0, abs=1e-9) and std == pytest.approx(0.0, abs=1e-9)
+    assert inception_score(TinyG())[0] > 1.01
 
 
 def test_conditional_generator_gets_dataset_labels(detectors_dir):
