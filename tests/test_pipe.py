@@ -24,7 +24,63 @@ def test_mixing_proportions_follow_weights():
     assert torch.allclose(share, torch.tensor([0.6, 0.3, 0.1], dtype=torch.float64), atol=0.025)
 
 
-def test_one_apply_call_and_output_matches_each_negative_alone(monkeypatch):
+def _quarters(img):
+    """The 2 x 2 tiles of a ``[C, H, W]`` image, row by row."""
+    h, w = img.shape[1] // 2, img.shape[2] // 2
+    return [img[:, i * h:(i + 1) * h, j * w:(j + 1) * w] for i in (0, 1) for j in (0, 1)]
+
+
+def _changed_box(out, src):
+    """(y0, y1, x0, x1): the bounding box of the pixels where ``out`` differs from ``src``, or None."""
+    rows, cols = (out != src).any(0).any(1).nonzero(), (out != src).any(0).any(0).nonzero()
+    if rows.numel() == 0:
+        return None
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+def is_negative_of(name, out, x, n):
+    """Whether ``out`` can be the default-parameter negative ``name`` of image ``n`` of the batch
+    ``x``, judged from the pixels alone (random images: no two kinds can be confused)."""
+    src, others = x[n], [m for m in range(len(x)) if m != n]
+    h, w = src.shape[1:]
+    if name == "jigsaw":  # its own four tiles, in another order
+        perm = [next((s for s, tile in enumerate(_quarters(src)) if torch.equal(got, tile)), None)
+                for got in _quarters(out)]
+        return sorted(p for p in perm if p is not None) == [0, 1, 2, 3] and perm != [0, 1, 2, 3]
+    if name == "rotate":
+        return any(torch.equal(out, torch.rot90(src, q, dims=(1, 2))) for q in (1, 2, 3))
+    if name == "mosaic":  # each tile in place, from at least two different images
+        sources = [next((m for m in range(len(x)) if torch.equal(got, _quarters(x[m])[t])), None)
+                   for t, got in enumerate(_quarters(out))]
+        return None not in sources and len(set(sources)) > 1
+    if name == "stitch":  # own top (left) half, another image's bottom (right) half
+        return any((torch.equal(out[:, :h // 2], src[:, :h // 2]) and torch.equal(out[:, h // 2:], x[m][:, h // 2:]))
+                   or (torch.equal(out[:, :, :w // 2], src[:, :, :w // 2])
+                       and torch.equal(out[:, :, w // 2:], x[m][:, :, w // 2:])) for m in others)
+    if name == "mixup":  # l * own + (1 - l) * another, 0 < l < 1
+        for m in others:
+            d = src - x[m]
+            lam = float(((out - x[m]) * d).sum() / (d * d).sum())
+            if 0 < lam < 1 and torch.allclose(out, lam * src + (1 - lam) * x[m], atol=1e-5):
+                return True
+        return False
+    box = _changed_box(out, src)  # cutout and cutmix change one box and nothing else
+    if box is None:
+        return False
+    inside = out[:, box[0]:box[1], box[2]:box[3]]
+    if name == "cutout":  # the box holds its own per-channel mean
+        mean = src[:, box[0]:box[1], box[2]:box[3]].mean((1, 2), keepdim=True)
+        return torch.allclose(inside, mean.expand_as(inside), atol=1e-6)
+    if name == "cutmix":  # the box holds another image's pixels at the same place
+        return any(torch.equal(inside, x[m][:, box[0]:box[1], box[2]:box[3]]) for m in others)
+    raise AssertionError(name)
+
+
+# A stitch is also a cutmix whose box is a half, and a mosaic whose tiles come from two images.
+ALSO_LOOKS_LIKE = {"stitch": {"cutmix", "mosaic"}}
+
+
+def test_one_apply_call_and_every_image_gets_the_negative_chosen_for_it(monkeypatch):
     import nda_stylegan.ops.tile as tile
 
     calls = []
@@ -36,19 +92,21 @@ def test_one_apply_call_and_output_matches_each_negative_alone(monkeypatch):
 
     monkeypatch.setattr(tile, "apply_plan", counting)
     pipe = NDAPipe(ALL_SPEC)
-    x = images(16)
-    out, _, valid = pipe(x, generator=torch.Generator().manual_seed(5))
-    assert calls == [16] and bool(valid.all())
-    # Independent replay: same draws in the documented order (choice, then each negative's plan),
-    # each negative applied alone, picked per image.
-    g = torch.Generator().manual_seed(5)
-    choice = torch.multinomial(pipe.probs, 16, replacement=True, generator=g)
-    expected = torch.empty_like(x)
-    for k, neg in enumerate(pipe.negatives):
-        alone = neg.apply(x, neg.sample(x, g))
-        expected[choice == k] = alone[choice == k]
-    assert torch.equal(out, expected)
-    assert len(set(choice.tolist())) > 3
+    names = [neg.name for neg in pipe.negatives]
+    seen = set()
+    for seed in range(3):
+        x = images(24, seed=seed)
+        del calls[:]
+        out, _, valid = pipe(x, generator=torch.Generator().manual_seed(seed))
+        assert calls == [24] and bool(valid.all())
+        # The same generator state through the public two steps gives the choice behind ``out``.
+        plan, choice = pipe.sample(x, torch.Generator().manual_seed(seed))
+        assert torch.equal(pipe.apply_masked(x, plan)[0], out)
+        for n, k in enumerate(choice.tolist()):
+            kinds = {name for name in names if is_negative_of(name, out[n], x, n)}
+            assert kinds - ALSO_LOOKS_LIKE.get(names[k], set()) == {names[k]}, (seed, n, names[k], kinds)
+            seen.add(names[k])
+    assert seen == set(names)
 
 
 def test_labels_follow_their_sources():
