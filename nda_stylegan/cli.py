@@ -18,18 +18,19 @@ def main():
     """Negative Data Augmentation for StyleGAN2-ADA-style GANs."""
 
 
-def _register():
-    for module_name, attr in SUBCOMMANDS:
+def add_subcommands(group, subcommands=SUBCOMMANDS):
+    """Add each subcommand to ``group``. A module that cannot be imported stops the command with
+    an error naming it: a silently missing subcommand would only look like a typo to the user."""
+    for module_name, attr in subcommands:
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # a real import error inside the module: surface it
-                raise
-            continue
-        main.add_command(getattr(module, attr))
+        except ImportError as exc:
+            raise ImportError("nda-stylegan: cannot import %s, the module of a subcommand (%s); the installation "
+                              "is incomplete: reinstall nda_stylegan" % (module_name, exc)) from exc
+        group.add_command(getattr(module, attr))
 
 
-_register()
+add_subcommands(main)
 
 if __name__ == "__main__":
     main()

@@ -3,13 +3,14 @@
 import os
 import zipfile
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from nda_stylegan import available_negatives
-from nda_stylegan.cli import main
+from nda_stylegan.cli import SUBCOMMANDS, add_subcommands, main
 
 
 def run(*args):
@@ -23,6 +24,12 @@ def test_list_shows_every_negative_with_its_parameters():
         assert ("\n%s:" % name) in "\n" + result.output
     assert "k=2" in result.output  # jigsaw's and mosaic's default
     assert "alpha=25.0" in result.output  # mixup's Beta(25, 25)
+
+
+def test_every_subcommand_is_there_and_a_missing_module_is_an_error():
+    assert sorted(main.commands) == ["list", "patch", "preview"] and len(SUBCOMMANDS) == 3
+    with pytest.raises(ImportError, match="cannot import nda_stylegan.cli_gone, the module of a subcommand"):
+        add_subcommands(click.Group(), SUBCOMMANDS + (("nda_stylegan.cli_gone", "gone_command"),))
 
 
 def read_png(path):
