@@ -29,10 +29,10 @@ PRESETS = {
     # No per-pixel noise inputs: in a run this short their learned strength grew fastest at 32 px
     # and printed the same speckle/hatching on every fake (the grids use noise_mode="const").
     # G upsamples with a box filter ([1, 1]) instead of [1, 3, 3, 1]: with the smooth filter every
-    # fake kept one shared blob-and-ring shape for the whole run (measured up to 30 kimg); with the
-    # box filter eyes, mouths, hair and varied faces appear within 20 kimg. D keeps [1, 3, 3, 1].
-    # One torch thread per process: on two cores these small layers ran 11 s/kimg on one thread
-    # and 14 s/kimg on two (more cores: `--gpus N` runs N CPU processes).
+    # fake of a run this short kept one shared blob-and-ring shape; with the box filter varied
+    # faces appear (README, "Training with our trainer"). D keeps [1, 3, 3, 1].
+    # One torch thread per process: these small layers run faster on one thread than on two (the
+    # figures: README, "Measured"); more cores: `--gpus N` runs N CPU processes.
     CPU_PRESET: dict(ref_gpus=1, kimg=30, mb=16, mbstd=4, fmaps=None, lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05,
                      map=2, channel_base=1024, channel_max=32, z_dim=64, w_dim=64, kimg_per_tick=2, snap=2,
                      synthesis_kwargs=dict(use_noise=False, resample_filter=[1, 1]),

@@ -133,8 +133,8 @@ assert FLAG_CHANGED < FLAG_NONFINITE and FLAG_CHANGED | FLAG_NONFINITE == 3
 def check_flags(flags, owner):
     """Raise when ``apply_plan`` reported a non-finite output (no extra pass over the pixels).
 
-    One reduction and one host sync (``max``), ~6x cheaper than counting: this runs on every
-    apply, and costs as much as a 64x3x32x32 clone(); the count is only taken to report it.
+    One reduction and one host sync (``max``), cheaper than counting: this runs on every apply,
+    where small batches make such fixed costs count; the count is only taken to report it.
     """
     if flags.numel() and int(flags.max()) >= FLAG_NONFINITE:
         bad = int(((flags & FLAG_NONFINITE) != 0).sum())
@@ -209,7 +209,7 @@ def draw_with_partner(draw, n, per_image, generator):
     return rows.expand(n, *rows.shape[1:]), derangement(n, generator)
 
 
-_tile_ops = None  # the module nda_stylegan.ops.tile, imported on first apply (an import per call costs ~1 us)
+_tile_ops = None  # the module nda_stylegan.ops.tile, imported on first apply (not an import statement per call)
 
 
 # -- the base class ----------------------------------------------------------------------------
