@@ -95,7 +95,7 @@ class KnowsTheRealsD(torch.nn.Module):
 
     def forward(self, img, c):
         distance = (img[:, None] - self.reals[None]).abs().flatten(2).amax(2).min(1).values
-        return self.sign * torch.where(distance < 1e-5, 1.0, -1.0)[:, None]
+        return self.sign * ((distance < 1e-5).float() * 2 - 1)[:, None]
 
 
 class NegatedD(SmoothnessD):
