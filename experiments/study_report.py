@@ -272,7 +272,7 @@ def _promotion_lines(record):
 def write_report(results_path, out_dir, markdown_name="nda-study.md"):
     """Write the Markdown and the PNGs into ``out_dir`` (each file atomically); returns the
     Markdown's path."""
-    from training.util import atomic_write
+    from nda_stylegan.fileio import atomic_write
 
     text, images = build_report(results_path)
     os.makedirs(out_dir, exist_ok=True)

@@ -13,7 +13,7 @@ import re
 import shlex
 import statistics
 
-from training.util import atomic_write
+from nda_stylegan.fileio import atomic_write
 
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)\.pt$")  # the .pt is written last: its presence = complete
 SEGMENT_RE = re.compile(r"^\d+-")
