@@ -1,12 +1,18 @@
 """Network snapshots: ``network-snapshot-NNNNNN.pkl`` + ``network-snapshot-NNNNNN.pt``.
 
-- ``.pkl``: the host format (stylegan2-ada's): a pickle of ``dict(G, D, G_ema, augment_pipe,
-  training_set_kwargs)``. It may only reference ``training.*`` classes and torch/stdlib objects
-  (checked before writing), so plain ``pickle.load`` works from a checkout of this repo without
-  nda_stylegan installed.
+- ``.pkl``: stylegan2-ada-pytorch's format, a pickle of ``dict(G, D, G_ema, augment_pipe,
+  training_set_kwargs)`` in which each network is a recipe naming only the host's public classes
+  (``training.networks.Generator``, ...; see training.network_pickle). NVIDIA's
+  ``legacy.load_network_pkl`` loads it from their own checkout, plain ``pickle.load`` from ours;
+  nda_stylegan is never needed.
 - ``.pt``: the same networks as state dicts + class names + init kwargs, plus the state needed to
   resume exactly (optimisers, loss state, ADA statistics, counters, RNG), readable with
-  ``torch.load(weights_only=True)``: loading it runs no pickled code.
+  ``torch.load(weights_only=True)``.
+
+Loading runs no code from either file: .pt files through ``weights_only``, pickles (ours, older
+ones of ours, NVIDIA's) through a restricted unpickler that rebuilds our classes. The file the
+user names is the one loaded; its twin (same stem) only adds the resume state, and only when it
+holds exactly the same weights.
 
 Both are written atomically (temp file + os.replace), the .pkl first: a .pt on disk means its
 .pkl is complete too, and a process killed at any moment leaves the previous files intact.
@@ -14,24 +20,25 @@ Both are written atomically (temp file + os.replace), the .pkl first: a .pt on d
 
 import copy
 import inspect
-import io
 import os
-import pickle
 import pickletools
 import re
 
 import torch
 
 from nda_stylegan.fileio import atomic_write
+from training.network_pickle import HOST_NAMES, NotANetworkPickle, dumps_networks, read_network_pickle
 from training.util import EasyDict, get_obj_by_name, to_easydict, to_plain
 
 FORMAT = "nda-stylegan-snapshot"
 FORMAT_VERSION = 1
 NETWORK_NAMES = ("G", "D", "G_ema", "augment_pipe")
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)\.(pkl|pt)$")
-# Top-level modules a .pkl may reference: our trainer, torch, numpy and the stdlib helpers
-# pickle itself uses. Everything else (nda_stylegan, __main__, test modules) is refused.
-PICKLE_ALLOWED_ROOTS = ("training", "torch", "numpy", "collections", "builtins", "copyreg", "_codecs", "functools")
+# What a .pkl may reference: the host's public network classes, and torch / functools /
+# collections for tensors and the recipes. Names of ours that NVIDIA's checkout lacks
+# (training.networks_generator, nda_stylegan, test modules) are refused.
+PICKLE_ALLOWED_NAMES = frozenset(HOST_NAMES.values())
+PICKLE_ALLOWED_ROOTS = ("torch", "functools", "collections")
 # Packages a .pt may name network classes from (imported to rebuild the networks).
 NETWORK_CLASS_ROOTS = ("training",)
 
@@ -104,10 +111,10 @@ def pickle_globals(data):
 
 def check_pickle_globals(data, what="snapshot"):
     bad = sorted("%s.%s" % (m, n) for m, n in pickle_globals(data)
-                 if not isinstance(m, str) or m.split(".")[0] not in PICKLE_ALLOWED_ROOTS)
+                 if (m, n) not in PICKLE_ALLOWED_NAMES and not (isinstance(m, str) and m.split(".")[0] in PICKLE_ALLOWED_ROOTS))
     if bad:
-        raise ValueError("refusing to write the %s: its pickle would import %s; networks and augment pipe must be "
-                         "training.* classes (no nda_stylegan or other code)" % (what, ", ".join(bad[:5])))
+        raise ValueError("refusing to write the %s: its pickle would import %s, which stylegan2-ada-pytorch's "
+                         "checkout does not have" % (what, ", ".join(bad[:5])))
 
 
 def _all_finite(module):
@@ -126,9 +133,7 @@ def save_snapshot(stem, networks, training_set_kwargs, resume_state=None, constr
             raise ValueError("refusing to write a snapshot: %s holds NaN/Inf weights" % name)
     ts_kwargs = to_plain(dict(training_set_kwargs or {}))
 
-    buf = io.BytesIO()
-    pickle.dump(dict(nets, training_set_kwargs=ts_kwargs), buf, protocol=pickle.HIGHEST_PROTOCOL)
-    payload = buf.getvalue()
+    payload = dumps_networks(nets, ts_kwargs)
     check_pickle_globals(payload)
 
     construct_kwargs = construct_kwargs or {}
@@ -146,17 +151,25 @@ def save_snapshot(stem, networks, training_set_kwargs, resume_state=None, constr
 
 # ---------------------------------------------------------------------------- reading
 def _not_a_snapshot(path, why):
-    return ValueError("%s is not a network snapshot (%s); give a network-snapshot-*.pkl or .pt written by train.py"
-                      % (path, why))
+    return ValueError("%s is not a network snapshot (%s); give a network-snapshot-*.pkl or .pt written by train.py, "
+                      "or a stylegan2-ada-pytorch network pickle" % (path, why))
+
+
+def _first_line(exc):
+    return "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
 
 def _build_network(record, path, name):
     class_name = record.get("class_name", "")
     if class_name.split(".")[0] not in NETWORK_CLASS_ROOTS:
         raise _not_a_snapshot(path, "%s has class %r outside %s" % (name, class_name, "/".join(NETWORK_CLASS_ROOTS)))
-    cls = get_obj_by_name(class_name)
-    module = cls(**to_easydict(record["init_kwargs"]))
-    module.load_state_dict(record["state_dict"])
+    try:
+        cls = get_obj_by_name(class_name)
+        module = cls(**to_easydict(record["init_kwargs"]))
+        module.load_state_dict(record["state_dict"])
+    except Exception as exc:
+        raise ValueError("%s: cannot rebuild %s as %s (%s); was it written by another version of the networks?"
+                         % (path, name, class_name, _first_line(exc)))
     return module.eval().requires_grad_(False)
 
 
@@ -174,7 +187,7 @@ def read_weights_file(path):
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip/pickle/format errors of any kind mean: not our file
-        raise _not_a_snapshot(path, "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
+        raise _not_a_snapshot(path, _first_line(exc))
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _not_a_snapshot(path, "no '%s' header" % FORMAT)
     if data.get("version", 0) > FORMAT_VERSION:
@@ -183,50 +196,102 @@ def read_weights_file(path):
     return data
 
 
-def _pair_paths(path):
-    path = os.fspath(path)
-    for ext in (".pkl", ".pt"):
-        if path.endswith(ext):
-            stem = path[: -len(ext)]
-            return stem + ".pkl", stem + ".pt"
-    return None, None
+def read_pickle_file(path):
+    """The records of a network pickle (see training.network_pickle), read without running code."""
+    with open(path, "rb") as f:
+        try:
+            return read_network_pickle(f)
+        except NotANetworkPickle as exc:
+            raise _not_a_snapshot(path, str(exc))
+
+
+def _twin(path, ext):
+    """``path`` with its .pkl/.pt extension swapped for ``ext``, or None."""
+    stem, old = os.path.splitext(path)
+    return stem + ext if old in (".pkl", ".pt") and old != ext else None
+
+
+def _same_weights(records_a, records_b):
+    """True when both snapshots hold the same networks, tensor for tensor."""
+    for name in NETWORK_NAMES:
+        a, b = records_a.get(name), records_b.get(name)
+        if (a is None) != (b is None):
+            return False
+        if a is None:
+            continue
+        sa, sb = a["state_dict"], b["state_dict"]
+        if set(sa) != set(sb) or not all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa):
+            return False
+    return True
+
+
+def _folder_message(path):
+    newest = sorted(n for n in os.listdir(path) if SNAPSHOT_RE.match(n) and n.endswith(".pkl"))
+    if newest:
+        return ("%s is a folder (a run folder?), not a network snapshot; give one of its snapshot files, e.g. %s"
+                % (path, os.path.join(path, newest[-1])))
+    return "%s is a folder, not a network snapshot, and holds no network-snapshot-*.pkl; give a snapshot file" % path
+
+
+def _is_weights_file(path):
+    if path.endswith(".pt"):
+        return True
+    if path.endswith(".pkl"):
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"  # torch.save writes zip archives; pickles never start so
 
 
 def load_network_file(path):
-    """Load a snapshot: ``dict(G, D, G_ema, augment_pipe, training_set_kwargs, resume_state)``.
+    """Load a snapshot: ``dict(G, D, G_ema, augment_pipe, training_set_kwargs, resume_state, path,
+    notes)``.
 
-    Prefers the .pt next to a given .pkl (no pickled code runs); falls back to the pickle when
-    only it exists. Networks come back on the CPU in eval mode. ValueError (one line) when the
-    file is missing or is not a network snapshot."""
+    The named file is loaded (.pt, or any network pickle: ours or stylegan2-ada-pytorch's), with
+    no code from it run. A named .pkl gets the resume state of the .pt beside it only when that
+    .pt holds the same weights; ``notes`` says when a twin was passed over and why. Networks come
+    back on the CPU in eval mode. ValueError (one line) when the file is missing or is not a
+    network snapshot."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(_folder_message(path))
     if not os.path.isfile(path):
         raise ValueError("network file %s does not exist; give a network-snapshot-*.pkl or .pt" % path)
-    pkl_path, pt_path = _pair_paths(path)
-    if pt_path is not None and os.path.isfile(pt_path):
-        data = read_weights_file(pt_path)
-        out = EasyDict(training_set_kwargs=to_easydict(data.get("training_set_kwargs") or {}),
-                       resume_state=data.get("resume_state"), path=pt_path)
-        for name in NETWORK_NAMES:
-            record = data["networks"].get(name)
+    notes = []
+    resume_state = None
+    if _is_weights_file(path):
+        try:
+            data = read_weights_file(path)
+        except ValueError as exc:
+            twin = _twin(path, ".pkl")
+            if twin and os.path.isfile(twin):
+                raise ValueError("%s; the .pkl beside it holds the networks too: give %s" % (exc, twin))
+            raise
+        records, extra = data["networks"], {}
+        resume_state = data.get("resume_state")
+    else:
+        try:
+            data = read_pickle_file(path)
+        except ValueError as exc:
+            twin = _twin(path, ".pt")
+            if twin and os.path.isfile(twin):
+                raise ValueError("%s; the .pt beside it may hold the networks: give %s" % (exc, twin))
+            raise
+        records, extra = data["networks"], data["extra"]
+        twin = _twin(path, ".pt")
+        if twin and os.path.isfile(twin):
             try:
-                out[name] = None if record is None else _build_network(record, pt_path, name)
-            except ValueError:
-                raise
-            except Exception as exc:
-                raise ValueError("%s: cannot rebuild %s (%s: %s); was it written by another version of the networks?"
-                                 % (pt_path, name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
-        return out
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except Exception as exc:
-        raise _not_a_snapshot(path, "%s: %s" % (type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
-    if not isinstance(data, dict) or not any(isinstance(data.get(k), torch.nn.Module) for k in ("G", "G_ema")):
-        raise _not_a_snapshot(path, "no G or G_ema network in it")
-    out = EasyDict(data)
+                twin_data = read_weights_file(twin)
+            except ValueError as exc:
+                notes.append("ignored %s beside it: %s" % (twin, str(exc).split("; give")[0]))
+            else:
+                if _same_weights(records, twin_data["networks"]):
+                    resume_state = twin_data.get("resume_state")
+                else:
+                    notes.append("ignored %s beside it: it holds other networks (another run's snapshot?)" % twin)
+    out = EasyDict(extra)
+    out.update(training_set_kwargs=to_easydict(data.get("training_set_kwargs") or {}), resume_state=resume_state,
+               path=path, notes=notes)
     for name in NETWORK_NAMES:
-        out.setdefault(name, None)
-    out.setdefault("training_set_kwargs", EasyDict())
-    out["resume_state"] = None
-    out["path"] = path
+        record = records.get(name)
+        out[name] = None if record is None else _build_network(record, path, name)
     return out
