@@ -4,7 +4,8 @@ from any pickle runs here.
 
 Writing. Each network is stored as a recipe, not as an object graph: "call
 ``training.networks.Generator(**init_kwargs)`` (``functools.partial``), then
-``torch.nn.Module.load_state_dict(net, state_dict)``". Those are public names in both checkouts:
+``torch.nn.Module.load_state_dict(net, state_dict)``, ``.eval()`` and ``.requires_grad_(False)``"
+(the state the host's own snapshots hold their networks in). Those are public names in both checkouts:
 in stylegan2-ada-pytorch's they build its own classes, in ours ours; the two take the same
 constructor arguments and hold the same state-dict keys. No other module of ours is named, so
 the pickle never collides with the host's ``training`` package.
@@ -81,6 +82,21 @@ class _Recipe:
         return functools.partial(type(m), **_host_kwargs(m)), (), state, None, None, setter
 
 
+class _Call:
+    """Pickles as ``func(*args)``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _frozen_recipe(module):
+    Module = torch.nn.Module
+    return _Call(Module.requires_grad_, _Call(Module.eval, _Recipe(module)), False)
+
+
 class _HostPickler(pickle._Pickler):  # the Python pickler: its save_global can be redirected
     """Writes our network classes under their host names (``training.networks.Generator``
     instead of ``training.networks_generator.Generator``)."""
@@ -110,7 +126,7 @@ def dumps_networks(networks, training_set_kwargs):
             raise ValueError("cannot snapshot %s: it is a %s.%s, but a network pickle holds only %s"
                              % (key, type(module).__module__, type(module).__qualname__,
                                 ", ".join("%s.%s" % v for v in names.values())))
-        data[key] = None if module is None else _Recipe(module)
+        data[key] = None if module is None else _frozen_recipe(module)
     data["training_set_kwargs"] = dict(training_set_kwargs or {})
     buf = io.BytesIO()
     _HostPickler(buf, names).dump(data)
@@ -170,6 +186,13 @@ def _record_state(built, state_dict, strict=True):
     built.state_dict = dict(state_dict)
 
 
+def _same_network(built, *args):
+    # Module.eval / Module.requires_grad_ on a recipe: no effect on what we rebuild.
+    if not isinstance(built, _Built):
+        raise NotANetworkPickle("eval/requires_grad_ is applied to something other than a network")
+    return built
+
+
 def _persistent_object(meta):
     """stylegan2-ada-pytorch's ``_reconstruct_persistent_obj``: keep the class name and state,
     ignore the source code it would run."""
@@ -210,6 +233,8 @@ _SAFE_GLOBALS = {
     ("torch._utils", "_rebuild_from_type_v2"): _tensor_from_type,
     ("torch.storage", "_load_from_bytes"): _weights_from_bytes,
     ("torch.nn.modules.module", "Module.load_state_dict"): _record_state,
+    ("torch.nn.modules.module", "Module.eval"): _same_network,
+    ("torch.nn.modules.module", "Module.requires_grad_"): _same_network,
     ("functools", "partial"): _Partial,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_object,
     ("dnnlib.util", "EasyDict"): EasyDict,
