@@ -23,17 +23,17 @@ NEEDS_D = ("nda_auroc",)
 
 
 def load_network(path):
-    """Our snapshot (.pt/.pkl) through training.snapshot; a host fork's pickle loads through the
-    same call when the fork's code (dnnlib, torch_utils) is importable."""
+    """Our snapshot (.pt/.pkl) or a stylegan2-ada-pytorch pickle, through training.snapshot (no
+    code from the file runs)."""
     from training.snapshot import load_network_file
 
     try:
-        return load_network_file(path)
+        network = load_network_file(path)
     except ValueError as exc:
-        msg = str(exc)
-        if "ModuleNotFoundError" in msg:
-            msg += "; a host fork's pickle needs that fork's code on PYTHONPATH"
-        raise click.UsageError("--network: " + msg)
+        raise click.UsageError("--network: %s" % exc)
+    for note in network.get("notes", ()):
+        click.echo("Note: %s" % note, err=True)
+    return network
 
 
 def nda_spec_of_run(network, run_dir):
@@ -43,6 +43,8 @@ def nda_spec_of_run(network, run_dir):
             spec = holder.get("nda_spec") or (holder.get("loss_kwargs") or {}).get("nda_spec")
             if isinstance(spec, str) and spec.strip():
                 return spec
+    if run_dir is None:
+        return None
     path = os.path.join(run_dir, "training_options.json")
     try:
         with open(path) as f:
@@ -116,7 +118,8 @@ def _metrics_epilog():
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
                epilog=_metrics_epilog())
-@click.option("network_pkl", "--network", help="Network snapshot (.pkl or .pt)", metavar="PATH", required=True)
+@click.option("network_pkl", "--network", help="Network snapshot (.pkl or .pt), its URL, or a published name "
+              "(ffhq, cifar10, ...)", metavar="PATH", required=True)
 @click.option("--metrics", help="Comma-separated list or 'none'", type=CommaSeparatedList(), default="fid50k_full",
               show_default=True)
 @click.option("--data", help="Dataset to compare against (folder or zip) [default: the snapshot's training data]",
@@ -151,10 +154,19 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detectors_di
             raise click.UsageError("%s must be at least 2" % flag)
     if detectors_dir is not None and not os.path.isdir(detectors_dir):
         raise click.UsageError("--detectors: %s is not a folder" % detectors_dir)
+    from training import pretrained
+
+    remote = pretrained.is_remote(network_pkl) and not os.path.exists(network_pkl)
+    try:
+        network_pkl = pretrained.resolve_network(network_pkl)
+    except pretrained.NetworkUnavailableError as exc:
+        raise click.UsageError("--network: %s" % exc)
     if not os.path.isfile(network_pkl):
-        raise click.UsageError("--network: %s is not a file; give a network-snapshot-*.pkl or .pt" % network_pkl)
-    run_dir = os.path.dirname(os.path.abspath(network_pkl))
-    if not os.access(run_dir, os.W_OK):
+        raise click.UsageError("--network: %s is not a file; give a network-snapshot-*.pkl or .pt, a URL, or a "
+                               "published name (%s)" % (network_pkl, ", ".join(pretrained.PUBLISHED)))
+    # Results go beside a local snapshot; for a downloaded network they are printed only (as the host does).
+    run_dir = None if remote else os.path.dirname(os.path.abspath(network_pkl))
+    if run_dir is not None and not os.access(run_dir, os.W_OK):
         raise click.UsageError("cannot write results next to the snapshot: %s is not writable; copy the snapshot "
                                "into a writable folder" % run_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -2,8 +2,9 @@
 
 Example:
     python generate.py --network runs/00000-builtin-cpu/network-snapshot-000060.pkl --seeds 0-7 --outdir out/
+    python generate.py --network cifar10 --class 3 --seeds 0-7 --outdir out/   # stylegan2-ada-pytorch's network
 
-The snapshot's .pt twin is preferred when present, so no pickled code is executed.
+The named file is loaded (ours or stylegan2-ada-pytorch's .pkl, or our .pt) without running code from it.
 """
 
 import os
@@ -12,6 +13,7 @@ import click
 import numpy as np
 import torch
 
+from training import pretrained
 from training.grid import save_png
 from training.snapshot import load_network_file
 from training.util import parse_range
@@ -65,8 +67,8 @@ def pick_device(name):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--network", "network_path", help="Network snapshot (network-snapshot-*.pkl or .pt)", required=True,
-              metavar="PATH")
+@click.option("--network", "network_path", help="Network snapshot (network-snapshot-*.pkl or .pt, a stylegan2-ada-pytorch "
+              "pickle), its URL, or a published name (ffhq, cifar10, ...)", required=True, metavar="PATH")
 @click.option("--seeds", help="Seeds, e.g. '0-7' or '1,5,10-12'", required=True, metavar="LIST")
 @click.option("--outdir", help="Where to write the images", required=True, metavar="DIR")
 @click.option("--trunc", "truncation_psi", help="Truncation psi (1 = none)", type=float, default=1.0, show_default=True)
@@ -86,9 +88,11 @@ def main(network_path, seeds, outdir, truncation_psi, class_idx, noise_mode, dev
         raise click.UsageError("--trunc must be a finite number, e.g. 0.7 or 1")
     device = pick_device(device)
     try:
-        data = load_network_file(network_path)
+        data = load_network_file(pretrained.resolve_network(network_path))
     except ValueError as exc:
         raise click.UsageError("--network: %s" % exc)
+    for note in data.get("notes", ()):
+        click.echo("Note: %s" % note, err=True)
     G = data.get("G_ema") or data.get("G")
     if G is None:
         raise click.UsageError("--network: %s has no generator" % network_path)

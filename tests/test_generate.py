@@ -69,3 +69,28 @@ def test_bad_inputs_are_usage_errors(snapshots, tmp_path):
         result = run(*args, "--outdir", tmp_path / "out")
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_named_pkl_is_used_not_another_runs_pt_beside_it(tmp_path):
+    G, D = tiny_networks(seed=0)
+    other_G, other_D = tiny_networks(seed=5)
+    snapshot.save_snapshot(str(tmp_path / "other"), dict(G=other_G, D=other_D, G_ema=other_G), {})
+    stem = str(tmp_path / "network-snapshot-000004")
+    snapshot.save_snapshot(stem, dict(G=G, D=D, G_ema=G), {})
+    expected = run("--network", stem + ".pkl", "--seeds", "0", "--outdir", tmp_path / "expected")
+    assert expected.exit_code == 0, expected.output
+    (tmp_path / "other.pt").replace(stem + ".pt")  # another run's .pt under the same stem
+    result = run("--network", stem + ".pkl", "--seeds", "0", "--outdir", tmp_path / "got")
+    assert result.exit_code == 0, result.output
+    assert "Note: ignored" in result.output and "holds other networks" in result.output
+    same = [np.asarray(PIL.Image.open(tmp_path / d / "seed0000.png")) for d in ("expected", "got")]
+    assert np.array_equal(*same)
+
+
+def test_a_folder_as_network_says_what_to_give(snapshots, tmp_path):
+    snapshot.save_snapshot(str(tmp_path / "network-snapshot-000008"), dict(zip(("G", "D"), tiny_networks()),
+                                                                           G_ema=tiny_networks()[0]), {})
+    result = run("--network", tmp_path, "--seeds", "0", "--outdir", tmp_path / "out")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "is a folder" in result.output and "network-snapshot-000008.pkl" in result.output
+    assert "does not exist" not in result.output

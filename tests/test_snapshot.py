@@ -129,3 +129,61 @@ def test_latest_snapshot_ignores_incomplete_pairs(tmp_path):
     stem2, *_ = write_tiny_snapshot(tmp_path, kimg=2)
     os.remove(stem2 + ".pt")  # as if killed between the .pkl and the .pt
     assert snapshot.latest_snapshot(str(tmp_path)).endswith("network-snapshot-000001.pt")
+
+
+# ---------------------------------------------------------------- which file of a pair is loaded
+def test_a_pkl_is_loaded_even_beside_another_runs_pt(tmp_path):
+    stem, _, _, G_ema = write_tiny_snapshot(tmp_path, resume_state=dict(cur_nimg=64))
+    other = tmp_path / "other"
+    other.mkdir()
+    other_stem, _, _, other_G_ema = write_tiny_snapshot(other, resume_state=dict(cur_nimg=999))
+    torch.manual_seed(7)
+    with torch.no_grad():  # make the other run's networks really differ
+        for p in other_G_ema.parameters():
+            p.add_(torch.randn_like(p))
+    snapshot.save_snapshot(other_stem, dict(G=other_G_ema, D=tiny_networks()[1], G_ema=other_G_ema), {},
+                           resume_state=dict(cur_nimg=999))
+    os.replace(other_stem + ".pt", stem + ".pt")  # a same-named .pt from another run lands beside ours
+    data = snapshot.load_network_file(stem + ".pkl")
+    torch.testing.assert_close(outputs(data.G_ema), outputs(G_ema))
+    assert data.resume_state is None  # the other run's counters are not taken either
+    assert len(data.notes) == 1 and "holds other networks" in data.notes[0]
+    assert snapshot.load_network_file(stem + ".pt").resume_state["cur_nimg"] == 999  # named: loaded
+
+
+def test_a_damaged_twin_never_blocks_the_intact_file(tmp_path):
+    stem, _, _, G_ema = write_tiny_snapshot(tmp_path, resume_state=dict(cur_nimg=64))
+    with open(stem + ".pt", "r+b") as f:
+        f.truncate(os.path.getsize(stem + ".pt") // 2)
+    data = snapshot.load_network_file(stem + ".pkl")
+    torch.testing.assert_close(outputs(data.G_ema), outputs(G_ema))
+    assert data.resume_state is None and "ignored" in data.notes[0] and "is not a network snapshot" in data.notes[0]
+    with pytest.raises(ValueError, match=r"\.pt is not a network snapshot .*the .pkl beside it holds the networks too: "
+                                         r"give .*network-snapshot-000000\.pkl$"):
+        snapshot.load_network_file(stem + ".pt")
+    # The other way round: a damaged .pkl names the intact .pt.
+    stem2, *_ = write_tiny_snapshot(tmp_path, kimg=1)
+    with open(stem2 + ".pkl", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match=r"the .pt beside it may hold the networks: give .*000001\.pt$"):
+        snapshot.load_network_file(stem2 + ".pkl")
+    assert snapshot.load_network_file(stem2 + ".pt").G_ema is not None
+
+
+def test_a_folder_is_named_as_a_folder_with_a_file_to_give(tmp_path):
+    with pytest.raises(ValueError, match="is a folder, not a network snapshot, and holds no network-snapshot"):
+        snapshot.load_network_file(str(tmp_path))
+    write_tiny_snapshot(tmp_path, kimg=2)
+    write_tiny_snapshot(tmp_path, kimg=10)
+    with pytest.raises(ValueError, match=r"is a folder \(a run folder\?\).*e\.g\. .*network-snapshot-000010\.pkl$"):
+        snapshot.load_network_file(str(tmp_path))
+
+
+def test_snapshots_of_the_earlier_pickle_format_still_load(tmp_path):
+    # Before the recipe format, a .pkl was the plain object graph of our classes.
+    G, D = tiny_networks()
+    with open(tmp_path / "old.pkl", "wb") as f:
+        pickle.dump(dict(G=G.eval(), D=D.eval(), G_ema=G, augment_pipe=None, training_set_kwargs={}), f,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+    data = snapshot.load_network_file(str(tmp_path / "old.pkl"))
+    torch.testing.assert_close(outputs(data.G_ema), outputs(G))

@@ -97,9 +97,20 @@ def has_resume_state(path):
 
 
 def check_resume_file(path):
-    if not os.path.isfile(path):
-        fail("--resume: %s is not a file; give the path of a network snapshot (network-snapshot-*.pkl)" % path)
-    return os.path.abspath(path)
+    """--resume: a snapshot file, or a URL / stylegan2-ada-pytorch name (ffhq256, ...) from the
+    download cache or downloaded now. Returns the local file's absolute path."""
+    from training import pretrained
+
+    try:
+        local = pretrained.resolve_network(path)
+    except pretrained.NetworkUnavailableError as exc:
+        fail("--resume: %s" % exc)
+    if os.path.isdir(local):
+        fail("--resume: %s is a folder; give a network snapshot file in it (network-snapshot-*.pkl)" % path)
+    if not os.path.isfile(local):
+        fail("--resume: %s is not a file; give the path of a network snapshot (network-snapshot-*.pkl), a URL, or one "
+             "of %s" % (path, ", ".join(pretrained.PUBLISHED)))
+    return os.path.abspath(local)
 
 
 def _shapes(module):
