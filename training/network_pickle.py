@@ -21,8 +21,10 @@ is never run: their ``Generator``/``Discriminator``/``AugmentPipe`` are rebuilt 
 
 import collections
 import functools
+import inspect
 import io
 import pickle
+import types
 
 import numpy as np
 import torch
@@ -211,9 +213,24 @@ def _parameter_with_state(data, requires_grad, backward_hooks, state=None):
     return torch._utils._rebuild_parameter(data, requires_grad, backward_hooks)
 
 
+class _StorageUnpickler(pickle.Unpickler):
+    """For torch < 1.13 (no ``weights_only``): a storage's bytes may name storage types only."""
+
+    def find_class(self, module, name):
+        if module == "torch" and name.endswith("Storage") or (module, name) == ("collections", "OrderedDict"):
+            return super().find_class(module, name)
+        raise NotANetworkPickle("a tensor in it refers to %s.%s" % (module, name))
+
+
+_STORAGE_PICKLE = types.SimpleNamespace(__name__="restricted_storage_pickle", Unpickler=_StorageUnpickler,
+                                        load=lambda f, **kwargs: _StorageUnpickler(f, **kwargs).load())
+
+
 def _weights_from_bytes(data):
     """``torch.storage._load_from_bytes`` without its full (code-running) torch.load."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if "weights_only" in inspect.signature(torch.load).parameters:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(data), map_location="cpu", pickle_module=_STORAGE_PICKLE)
 
 
 def _tensor_from_type(func, new_type, args, state):
