@@ -201,3 +201,16 @@ def test_pkl_snapshots_load_safely_on_torch_without_weights_only(tmp_path, monke
     data = snapshot.load_network_file(stem + ".pkl")  # its .pt cannot be read here: noted, then passed over
     torch.testing.assert_close(outputs(data.G_ema), outputs(G_ema))
     assert "needs torch >= 1.13" in data.notes[0]
+
+
+def test_records_can_only_build_network_classes(tmp_path):
+    stem, *_ = write_tiny_snapshot(tmp_path)
+    raw = torch.load(stem + ".pt", weights_only=True)
+    marker = tmp_path / "ran"
+    # A record naming a helper that would build anything it is told to, here a file write.
+    raw["networks"]["G"] = dict(class_name="training.util.construct_class_by_name",
+                                init_kwargs=dict(class_name="pathlib.Path.touch", self=str(marker)), state_dict={})
+    torch.save(raw, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="names 'training.util.construct_class_by_name', which is not a network class"):
+        snapshot.load_network_file(str(tmp_path / "evil.pt"))
+    assert not marker.exists()

@@ -165,6 +165,12 @@ def _build_network(record, path, name):
         raise _not_a_snapshot(path, "%s has class %r outside %s" % (name, class_name, "/".join(NETWORK_CLASS_ROOTS)))
     try:
         cls = get_obj_by_name(class_name)
+    except Exception as exc:
+        raise _not_a_snapshot(path, "%s has class %r, which cannot be found (%s)" % (name, class_name, _first_line(exc)))
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        # Only network classes are built: a record must not call just any function of ours.
+        raise _not_a_snapshot(path, "%s names %r, which is not a network class" % (name, class_name))
+    try:
         module = cls(**to_easydict(record["init_kwargs"]))
         module.load_state_dict(record["state_dict"])
     except Exception as exc:
