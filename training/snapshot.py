@@ -248,6 +248,21 @@ def _is_weights_file(path):
         return f.read(4) == b"PK\x03\x04"  # torch.save writes zip archives; pickles never start so
 
 
+def _read_named_file(path):
+    """``(content, is_weights_file)`` of the file the user named; when it cannot be read, the
+    error names its twin (the .pkl of a .pt, or the other way round) if there is one."""
+    is_weights = _is_weights_file(path)
+    reader, twin_ext, holds = ((read_weights_file, ".pkl", "holds the networks too") if is_weights
+                               else (read_pickle_file, ".pt", "may hold the networks"))
+    try:
+        return reader(path), is_weights
+    except ValueError as exc:
+        twin = _twin(path, twin_ext)
+        if twin and os.path.isfile(twin):
+            raise ValueError("%s; the %s beside it %s: give %s" % (exc, twin_ext, holds, twin))
+        raise
+
+
 def load_network_file(path):
     """Load a snapshot: ``dict(G, D, G_ema, augment_pipe, training_set_kwargs, resume_state, path,
     notes)``.
@@ -263,26 +278,11 @@ def load_network_file(path):
     if not os.path.isfile(path):
         raise ValueError("network file %s does not exist; give a network-snapshot-*.pkl or .pt" % path)
     notes = []
-    resume_state = None
-    if _is_weights_file(path):
-        try:
-            data = read_weights_file(path)
-        except ValueError as exc:
-            twin = _twin(path, ".pkl")
-            if twin and os.path.isfile(twin):
-                raise ValueError("%s; the .pkl beside it holds the networks too: give %s" % (exc, twin))
-            raise
-        records, extra = data["networks"], {}
-        resume_state = data.get("resume_state")
+    data, is_weights = _read_named_file(path)
+    if is_weights:
+        records, extra, resume_state = data["networks"], {}, data.get("resume_state")
     else:
-        try:
-            data = read_pickle_file(path)
-        except ValueError as exc:
-            twin = _twin(path, ".pt")
-            if twin and os.path.isfile(twin):
-                raise ValueError("%s; the .pt beside it may hold the networks: give %s" % (exc, twin))
-            raise
-        records, extra = data["networks"], data["extra"]
+        records, extra, resume_state = data["networks"], data["extra"], None
         twin = _twin(path, ".pt")
         if twin and os.path.isfile(twin):
             try:
