@@ -107,6 +107,7 @@ def test_resume_and_freezed_from_a_published_name(served, cache, tmp_path, monke
     assert result.exit_code == 0, result.output
     assert captured["c"]["resume"] == pretrained.cache_path(base + "standin-net.pkl")
     assert captured["c"]["D_kwargs"]["block_kwargs"]["freeze_layers"] == 2
+    assert captured["c"]["ada_kimg"] == 100  # a bare network: the host's fine-tuning settings
     data = snapshot.load_network_file(captured["c"]["resume"])  # what the loop will load
     assert data.G is not None and data.resume_state is None
 
