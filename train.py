@@ -54,7 +54,8 @@ def _presets_help():
 @click.option("--augpipe", help="Augmentation pipeline: blit, geom, color, filter, noise, cutout, bg, bgc, bgcf, "
               "bgcfn, bgcfnc [default: bgc]", metavar="NAME")
 # Transfer learning.
-@click.option("--resume", help="Resume from a network snapshot [default: noresume]", metavar="PKL")
+@click.option("--resume", help="Resume from a network snapshot, its URL, or a published name (ffhq256, ffhq512, "
+              "ffhq1024, celebahq256, lsundog256, cifar10, ...) [default: noresume]", metavar="PKL")
 @click.option("--freezed", help="Freeze-D: number of frozen discriminator layers [default: 0]", type=int, metavar="INT")
 # Performance.
 @click.option("--fp32", help="Disable mixed precision (always off on a CPU) [default: false]", type=bool, metavar="BOOL")
