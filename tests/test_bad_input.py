@@ -81,6 +81,17 @@ def case_generate(*args, **env):
     return make
 
 
+def case_generate_on_the_run_folder(tmp, run):
+    return ["generate.py", "--network", run().parent, "--seeds", "0", "--outdir", tmp / "images"], {}
+
+
+def case_offline_name(cmd):
+    def make(tmp, run):  # a published name with no network and an empty cache
+        return cmd(tmp), dict(NDA_STYLEGAN_NETWORKS_CACHE=str(tmp / "cache"), https_proxy="http://127.0.0.1:9",
+                              HTTPS_PROXY="http://127.0.0.1:9")
+    return make
+
+
 def case_preview(out):
     def make(tmp, run):
         return ["-m", "nda_stylegan.cli", "preview", "--num", "2", "--out", out.format(tmp=tmp)], {}
@@ -131,6 +142,13 @@ CASES = {
     "generate --seeds unbounded": (case_generate("--seeds", "0-99999999999"), "more than the 1000000 allowed"),
     "generate --device cuda without GPU": (case_generate("--seeds", "0", "--device", "cuda", CUDA_VISIBLE_DEVICES=""),
                                            "--device cuda: torch sees no CUDA GPU"),
+    "generate --network a run folder": (case_generate_on_the_run_folder, "is a folder (a run folder?)"),
+    "generate --network name offline": (case_offline_name(lambda tmp: ["generate.py", "--network", "cifar10", "--seeds",
+                                                                       "0", "--outdir", tmp / "images"]),
+                                        "--network: cannot download cifar10"),
+    "train --resume name offline": (case_offline_name(lambda tmp: ["train.py", "--outdir", tmp / "runs", "--resume",
+                                                                   "ffhq256", "--freezed", "2"]),
+                                    "--resume: cannot download ffhq256"),
     "preview --out unwritable": (case_preview("/proc/nda-preview.png"), "--out: cannot write in /proc"),
     "preview --out a folder": (case_preview("{tmp}/images/"), "names a folder; give a file name"),
     "patch partial hand-made hook": (case_patch_partial_hand_made_hook, "option_names()"),

@@ -57,8 +57,13 @@ def cache_path(url, cache_dir=None):
 def _download(url, dest, timeout=60.0):
     """``url`` -> ``dest`` through a temp file beside it; nothing is left behind on failure."""
     folder = os.path.dirname(os.path.abspath(dest))
+    created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=folder)
+    except BaseException:
+        _remove_new_folder(folder, created)
+        raise
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             expected = response.headers.get("Content-Length")
@@ -75,7 +80,17 @@ def _download(url, dest, timeout=60.0):
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        _remove_new_folder(folder, created)
         raise
+
+
+def _remove_new_folder(folder, created):
+    """A failed first download leaves no empty cache folder behind."""
+    if created:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty after all (another process's download): keep it
+            pass
 
 
 def resolve_network(spec, cache_dir=None, download=True):
