@@ -9,10 +9,11 @@ after its URL, so a name and its URL share one copy.
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from nda_stylegan.fileio import atomic_write
 
 ENV_CACHE = "NDA_STYLEGAN_NETWORKS_CACHE"
 _CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
@@ -55,17 +56,13 @@ def cache_path(url, cache_dir=None):
 
 
 def _download(url, dest, timeout=60.0):
-    """``url`` -> ``dest`` through a temp file beside it; nothing is left behind on failure."""
+    """``url`` -> ``dest``, atomically; on failure nothing is left behind (not even a new, empty
+    cache folder)."""
     folder = os.path.dirname(os.path.abspath(dest))
     created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=folder)
-    except BaseException:
-        _remove_new_folder(folder, created)
-        raise
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
             expected = response.headers.get("Content-Length")
             received = 0
             for block in iter(lambda: response.read(1 << 20), b""):
@@ -73,13 +70,9 @@ def _download(url, dest, timeout=60.0):
                     raise ValueError("the server sent something other than a network pickle")
                 out.write(block)
                 received += len(block)
-        if received == 0 or (expected is not None and int(expected) != received):
-            raise ValueError("the download was cut short: %d of %s bytes" % (received, expected or "?"))
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a cache is shared
-        os.replace(tmp, dest)
+            if received == 0 or (expected is not None and int(expected) != received):
+                raise ValueError("the download was cut short: %d of %s bytes" % (received, expected or "?"))
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         _remove_new_folder(folder, created)
         raise
 
