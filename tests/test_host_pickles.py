@@ -4,7 +4,7 @@ independent plain-PyTorch StyleGAN2 generator), and that checkout's pickles load
 running the code they carry.
 
 Set NDA_STYLEGAN_HOST_CHECKOUT to a clone of NVlabs/stylegan2-ada-pytorch to run the same checks
-against the real thing as well."""
+against the real thing as well (both directions; its dnnlib needs ``requests``)."""
 
 import os
 import subprocess
@@ -141,27 +141,28 @@ def host_kwargs(net):
     return kwargs
 
 
-def write_host_pickle(tmp_path, nets, name="host.pkl", kwargs=None):
-    """A pickle written by the fixture checkout's own classes (torch_utils.persistence layout),
-    holding the weights of ``nets`` (built with ``kwargs``, default: their init_kwargs)."""
+def write_host_pickle(tmp_path, nets, name="host.pkl", kwargs=None, checkout=FIXTURE):
+    """A pickle written by the checkout's own classes (torch_utils.persistence layout), holding
+    the weights of ``nets`` (built with ``kwargs``, default: their init_kwargs)."""
     spec = {k: (type(v).__name__, kwargs or host_kwargs(v), v.state_dict()) for k, v in nets.items() if v is not None}
     torch.save(spec, tmp_path / "spec.pt")
-    host_python(FIXTURE, WRITE_HOST_PICKLE, tmp_path / "spec.pt", tmp_path / name)
+    host_python(checkout, WRITE_HOST_PICKLE, tmp_path / "spec.pt", tmp_path / name)
     return str(tmp_path / name)
 
 
+@pytest.mark.parametrize("checkout", CHECKOUTS)
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_host_pickles_load_here_without_running_their_code(tmp_path, monkeypatch, config):
+def test_host_pickles_load_here_without_running_their_code(tmp_path, monkeypatch, config, checkout):
     nets = make_networks(config)
-    path = write_host_pickle(tmp_path, nets)
+    path = write_host_pickle(tmp_path, nets, checkout=checkout)
     with open(path, "rb") as f:
         assert b"torch_utils.persistence" in f.read()  # the host's layout: classes with their source
     marker = tmp_path / "executed.txt"
-    # Control: unpickled the usual way, in the host checkout, the pickled source runs.
-    host_python(FIXTURE, "import pickle\npickle.load(open(sys.argv[1], 'rb'))\n", path,
-                env={"HOST_FIXTURE_EXEC_MARKER": str(marker)})
-    assert marker.read_text() == "pickled source executed\n"
-    marker.unlink()
+    if checkout == FIXTURE:  # control: unpickled the usual way, in the host checkout, the pickled source runs
+        host_python(FIXTURE, "import pickle\npickle.load(open(sys.argv[1], 'rb'))\n", path,
+                    env={"HOST_FIXTURE_EXEC_MARKER": str(marker)})
+        assert marker.read_text() == "pickled source executed\n"
+        marker.unlink()
 
     monkeypatch.setenv("HOST_FIXTURE_EXEC_MARKER", str(marker))
     data = snapshot.load_network_file(path)
