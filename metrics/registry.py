@@ -191,11 +191,14 @@ for _name, _settings in PPL_METRICS.items():
     _register_ppl(_name, *_settings)
 
 
-@register_metric("Sliced Wasserstein distance x1e3 on Laplacian-pyramid patches, 16k images (no network)",
-                 headline="swd_avg", better="lower")
+SWD_NUM_IMAGES = 16384
+
+
+@register_metric("Sliced Wasserstein distance x1e3 on Laplacian-pyramid patches, %d images (no network)"
+                 % SWD_NUM_IMAGES, headline="swd_avg", better="lower")
 def swd(opts):
     _with_dataset(opts, FULL)
-    per_level, mean = swd_module.compute_swd(opts, num_images=opts.option("num_images", 16384),
+    per_level, mean = swd_module.compute_swd(opts, num_images=opts.option("num_images", SWD_NUM_IMAGES),
                                              resolution_min=opts.option("resolution_min", 16),
                                              patches_per_image=opts.option("patches_per_image", 128),
                                              dir_repeats=opts.option("dir_repeats", 4),

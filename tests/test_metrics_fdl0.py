@@ -328,8 +328,12 @@ def test_train_py_checks_every_metric_before_training(tmp_path, monkeypatch, wei
 
 
 def test_auto_on_a_cpu_is_fdl0_at_the_final_snapshot(tmp_path, monkeypatch):
+    import train
     from training import checks
 
+    result = CliRunner().invoke(train.main, ["--outdir", str(tmp_path / "runs"), "--dry-run"])
+    assert result.exit_code == 0 and "Metrics:            fdl0_10k_full (final snapshot)" in result.output
+    assert '"metrics_final_only": true' in result.output
     assert checks.resolve_metrics(None, "cpu") == ["fdl0_10k_full"]
     assert checks.metrics_final_only(None, "cpu") and checks.metrics_final_only(["auto"], "cpu")
     assert not checks.metrics_final_only(["fdl0_10k_full"], "cpu") and not checks.metrics_final_only(None, "cuda")
