@@ -30,7 +30,6 @@ Where the weights file is looked for: a folder given by ``--detectors DIR`` or
 package.
 """
 
-import hashlib
 import importlib.util
 import os
 
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from metrics import detectors
 from metrics.detectors import ENV_DETECTORS, DetectorUnavailableError
 from metrics.efficientnet_lite import ArchitectureMismatch, EfficientNetLite0, load_state_dict_strictly
 
@@ -77,14 +77,6 @@ def find_weights(detectors_dir=None):
     return path
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_weights(path):
     """The checked state dict at ``path``: a loadable file, EfficientNet-Lite0's exact keys and
     shapes, and the published file's sha256. Each failure is a WeightsUnavailableError naming the fix."""
@@ -98,7 +90,7 @@ def load_weights(path):
     except ArchitectureMismatch as exc:
         raise WeightsUnavailableError("%s holds weights of another architecture, not EfficientNet-Lite0 (%s); run: %s"
                                       % (path, exc, REINSTALL))
-    digest = _sha256(path)
+    digest = detectors._sha256_of(path)
     if digest != WEIGHTS_SHA256:
         raise WeightsUnavailableError("%s differs from the published EfficientNet-Lite0 weights (sha256 %s..., expected "
                                       "%s...); run: %s" % (path, digest[:12], WEIGHTS_SHA256[:12], REINSTALL))

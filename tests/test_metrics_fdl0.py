@@ -63,7 +63,7 @@ def test_every_tensor_of_the_packaged_file_is_loaded(packaged_state):
 
 def test_the_published_file_is_the_one_found(weights_path):
     assert os.path.basename(weights_path) == fdl0.WEIGHTS_FILE
-    assert fdl0._sha256(weights_path) == fdl0.WEIGHTS_SHA256
+    assert detectors._sha256_of(weights_path) == fdl0.WEIGHTS_SHA256
     assert fdl0.check_available() == weights_path
 
 
@@ -154,13 +154,9 @@ def test_frechet_distance_psd_known_values():
 # --- the registry and calc_metrics.py ----------------------------------------------------------
 
 def _tiny_generator():
-    from training.networks import Discriminator, Generator
+    from trainer_helpers import tiny_networks
 
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, c_dim=0, w_dim=16, img_resolution=RES, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16))
-    D = Discriminator(c_dim=0, img_resolution=RES, img_channels=3, channel_base=256, channel_max=16)
-    return G, D
+    return tiny_networks()
 
 
 def test_registered_names_needs_and_summary_line():
