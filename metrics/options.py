@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from metrics import detectors as detectors_mod
+from metrics import fdl0
 from metrics import stats_cache
 from metrics.features import FeatureStats, dataset_features, generator_features
 from metrics.progress import ProgressMonitor
@@ -123,7 +124,16 @@ class MetricOptions:
         return self._built
 
     def detector(self, name):
+        if name == fdl0.DETECTOR_NAME:  # packaged weights, not a TorchScript download
+            return fdl0.load_detector(self.device, detectors_dir=self.detectors_dir)
         return detectors_mod.load_detector(name, device=self.device, detectors_dir=self.detectors_dir)
+
+    def _detector_file_and_tag(self, name):
+        """The detector's file (its identity goes into the stats-cache key) and its short name."""
+        if name == fdl0.DETECTOR_NAME:
+            return fdl0.find_weights(self.detectors_dir), fdl0.DETECTOR_NAME
+        spec = detectors_mod.get_spec(name)
+        return detectors_mod.find_detector_file(spec, detectors_dir=self.detectors_dir), detectors_mod.detector_tag(spec)
 
     def real_stats(self, detector_name, detector_kwargs, max_items=None, rel_lo=0.0, rel_hi=0.0,
                    dataset_updates=None, **stats_kwargs):
@@ -134,13 +144,11 @@ class MetricOptions:
             raise ValueError("the dataset is empty")
         path = key = None
         if self.cache_dir is not False:
-            spec = detectors_mod.get_spec(detector_name)
-            det_path = detectors_mod.find_detector_file(spec, detectors_dir=self.detectors_dir)
+            det_path, det_tag = self._detector_file_and_tag(detector_name)
             key = stats_cache.make_key(dataset_kwargs=self.dataset_kwargs and dict(self.dataset_kwargs, **(dataset_updates or {})),
                                        dataset=dataset_fingerprint(dataset), detector=file_identity(det_path),
                                        detector_kwargs=detector_kwargs, num_items=num_items, stats=stats_kwargs)
-            path = stats_cache.cache_path(self.cache_dir, key, getattr(dataset, "name", "dataset"),
-                                          detectors_mod.detector_tag(spec))
+            path = stats_cache.cache_path(self.cache_dir, key, getattr(dataset, "name", "dataset"), det_tag)
             cached = stats_cache.load_stats(path, key, max_items=num_items)
             if _all_ranks_agree(cached is not None, self.device):
                 return cached

@@ -7,26 +7,34 @@
 ``"overrides"``.
 """
 
+import collections
 import json
 import os
 import time
 
 import torch
 
-from metrics import anomaly, frechet, inception_score, kid, ppl, precision_recall
+from metrics import anomaly, fdl0, frechet, inception_score, kid, ppl, precision_recall
 from metrics import swd as swd_module  # the metric function `swd` below takes the plain name
 from metrics.options import MetricOptions
 from metrics.progress import format_time
 
-_METRICS = {}  # name -> (function(opts) -> results dict, one-line description)
+MetricInfo = collections.namedtuple("MetricInfo", "fn description needs headline better")
+MetricInfo.__doc__ = """A registered metric: ``fn(opts) -> results``, a one-line description, the
+detectors it reads (checked before any work starts), the results key that sums it up (None: all
+keys) and whether ``"lower"`` or ``"higher"`` values are better (None: neither)."""
+
+_METRICS = {}  # name -> MetricInfo
 
 FULL = dict(max_size=None, xflip=False)  # *_full: every image, no mirroring (the host's choice)
 LEGACY = dict(max_size=None)
 
 
-def register_metric(description):
+def register_metric(description, needs=(), headline="", better=None):
+    """Register ``fn`` under its own name; ``headline=""`` means the results key equal to the name."""
     def wrap(fn):
-        _METRICS[fn.__name__] = (fn, description)
+        _METRICS[fn.__name__] = MetricInfo(fn, description, tuple(needs),
+                                           fn.__name__ if headline == "" else headline, better)
         return fn
     return wrap
 
@@ -36,7 +44,34 @@ def list_metrics():
 
 
 def describe_metrics():
-    return [(name, desc) for name, (_fn, desc) in _METRICS.items()]
+    return [(name, info.description) for name, info in _METRICS.items()]
+
+
+def metric_needs(names):
+    """The detectors the named metrics read, sorted, each once."""
+    return sorted({d for name in names for d in _METRICS[name].needs})
+
+
+def check_metric_needs(names, detectors_dir=None, download=True):
+    """Raise DetectorUnavailableError (a ValueError whose message names the fix) when a detector
+    that one of ``names`` reads is missing or unusable; run before any work starts."""
+    from metrics import detectors
+
+    for name in metric_needs(names):
+        if name == fdl0.DETECTOR_NAME:
+            fdl0.check_available(detectors_dir)
+        else:
+            detectors.find_detector_file(name, detectors_dir=detectors_dir, download=download)
+
+
+def summary_line(result):
+    """``fdl0_10k_full 23.4 (lower is better)``: a metric's result as one plain line."""
+    info = _METRICS.get(result["metric"])
+    results = result.get("results", {})
+    if info is None or info.headline is None or info.headline not in results:
+        return "%s %s" % (result["metric"], " ".join("%s=%.4g" % kv for kv in results.items()))
+    line = "%s %.4g" % (info.headline, results[info.headline])
+    return line + (" (%s is better)" % info.better if info.better else "")
 
 
 def is_valid_metric(name):
@@ -64,57 +99,70 @@ def _pr(opts, name, max_real):
     return {name + "_precision": p, name + "_recall": r}
 
 
-@register_metric("Frechet inception distance, 50k generated vs the full dataset")
-def fid50k_full(opts):
-    _with_dataset(opts, FULL)
-    return dict(fid50k_full=frechet.compute_fid(opts, max_real=opts.option("max_real", None),
-                                                num_gen=opts.option("num_gen", 50000)))
+# The Frechet distances: name -> (compute function, detector, generated images, real images
+# (None: all), dataset options, description). Overrides: num_gen, max_real.
+FRECHET_METRICS = {
+    "fid50k_full": (frechet.compute_fid, "inception", 50000, None, FULL,
+                    "Frechet inception distance, 50k generated vs the full dataset"),
+    "fid50k": (frechet.compute_fid, "inception", 50000, 50000, LEGACY,
+               "Frechet inception distance, 50k generated vs 50k real"),
+    "fid10k": (frechet.compute_fid, "inception", 10000, None, FULL,
+               "Frechet inception distance, 10k generated vs the full dataset (the NDA paper's protocol)"),
+    "fdl0_10k_full": (fdl0.compute_fdl0, fdl0.DETECTOR_NAME, 10000, None, FULL,
+                      "Frechet distance in EfficientNet-Lite0 features (packaged weights, offline), 10k generated vs "
+                      "the full dataset"),
+    "fdl0_5k_full": (fdl0.compute_fdl0, fdl0.DETECTOR_NAME, 5000, None, FULL,
+                     "Frechet distance in EfficientNet-Lite0 features (packaged weights, offline), 5k generated vs "
+                     "the full dataset"),
+}
 
 
-@register_metric("Kernel inception distance, 50k generated vs the full dataset (up to 1M)")
+def _register_frechet(name, compute, detector, num_gen, max_real, dataset_updates, description):
+    def metric(opts):
+        _with_dataset(opts, dataset_updates)
+        return {name: compute(opts, max_real=opts.option("max_real", max_real), num_gen=opts.option("num_gen", num_gen))}
+
+    metric.__name__ = name
+    register_metric(description, needs=[detector], better="lower")(metric)
+
+
+for _name, _settings in FRECHET_METRICS.items():
+    _register_frechet(_name, *_settings)
+
+
+@register_metric("Kernel inception distance, 50k generated vs the full dataset (up to 1M)", needs=["inception"],
+                 better="lower")
 def kid50k_full(opts):
     _with_dataset(opts, FULL)
     return dict(kid50k_full=_kid(opts, max_real=1000000))
 
 
-@register_metric("Precision and recall (k=3, VGG16), 50k generated vs the full dataset (up to 200k)")
-def pr50k3_full(opts):
-    _with_dataset(opts, FULL)
-    return _pr(opts, "pr50k3_full", max_real=200000)
-
-
-@register_metric("Inception score, 50k generated, 10 splits")
-def is50k(opts):
-    _with_dataset(opts, FULL)
-    mean, std = inception_score.compute_is(opts, num_gen=opts.option("num_gen", 50000),
-                                           num_splits=opts.option("num_splits", 10))
-    return dict(is50k_mean=mean, is50k_std=std)
-
-
-@register_metric("Frechet inception distance, 50k generated vs 50k real")
-def fid50k(opts):
-    _with_dataset(opts, LEGACY)
-    return dict(fid50k=frechet.compute_fid(opts, max_real=opts.option("max_real", 50000),
-                                           num_gen=opts.option("num_gen", 50000)))
-
-
-@register_metric("Kernel inception distance, 50k generated vs 50k real")
+@register_metric("Kernel inception distance, 50k generated vs 50k real", needs=["inception"], better="lower")
 def kid50k(opts):
     _with_dataset(opts, LEGACY)
     return dict(kid50k=_kid(opts, max_real=50000))
 
 
-@register_metric("Precision and recall (k=3, VGG16), 50k generated vs 50k real")
+@register_metric("Precision and recall (k=3, VGG16), 50k generated vs the full dataset (up to 200k)", needs=["vgg16"],
+                 headline=None)
+def pr50k3_full(opts):
+    _with_dataset(opts, FULL)
+    return _pr(opts, "pr50k3_full", max_real=200000)
+
+
+@register_metric("Precision and recall (k=3, VGG16), 50k generated vs 50k real", needs=["vgg16"], headline=None)
 def pr50k3(opts):
     _with_dataset(opts, LEGACY)
     return _pr(opts, "pr50k3", max_real=50000)
 
 
-@register_metric("Frechet inception distance, 10k generated vs the full dataset (the NDA paper's protocol)")
-def fid10k(opts):
+@register_metric("Inception score, 50k generated, 10 splits", needs=["inception"], headline="is50k_mean",
+                 better="higher")
+def is50k(opts):
     _with_dataset(opts, FULL)
-    return dict(fid10k=frechet.compute_fid(opts, max_real=opts.option("max_real", None),
-                                           num_gen=opts.option("num_gen", 10000)))
+    mean, std = inception_score.compute_is(opts, num_gen=opts.option("num_gen", 50000),
+                                           num_splits=opts.option("num_splits", 10))
+    return dict(is50k_mean=mean, is50k_std=std)
 
 
 # The host's five path-length metrics: name -> (space, sampling, face crop, description).
@@ -136,17 +184,21 @@ def _register_ppl(name, space, sampling, crop, description):
         return {name: value}
 
     metric.__name__ = name
-    register_metric(description)(metric)
+    register_metric(description, needs=["vgg16"], better="lower")(metric)  # LPIPS
 
 
 for _name, _settings in PPL_METRICS.items():
     _register_ppl(_name, *_settings)
 
 
-@register_metric("Sliced Wasserstein distance x1e3 on Laplacian-pyramid patches, 16k images (no network)")
+SWD_NUM_IMAGES = 16384
+
+
+@register_metric("Sliced Wasserstein distance x1e3 on Laplacian-pyramid patches, %d images (no network)"
+                 % SWD_NUM_IMAGES, headline="swd_avg", better="lower")
 def swd(opts):
     _with_dataset(opts, FULL)
-    per_level, mean = swd_module.compute_swd(opts, num_images=opts.option("num_images", 16384),
+    per_level, mean = swd_module.compute_swd(opts, num_images=opts.option("num_images", SWD_NUM_IMAGES),
                                              resolution_min=opts.option("resolution_min", 16),
                                              patches_per_image=opts.option("patches_per_image", 128),
                                              dir_repeats=opts.option("dir_repeats", 4),
@@ -156,7 +208,8 @@ def swd(opts):
     return results
 
 
-@register_metric("AUROC of D's logit: held-out reals vs each NDA negative and common corruptions")
+@register_metric("AUROC of D's logit: held-out reals vs each NDA negative and common corruptions",
+                 headline="nda_auroc_mean", better="higher")
 def nda_auroc(opts):
     return anomaly.compute_nda_auroc(opts, num_images=opts.option("num_images", 10000),
                                      corruption_names=opts.option("corruptions", None))
@@ -180,7 +233,7 @@ def compute_metric(name, G, dataset, device, D=None, rank=0, num_gpus=1, nda_spe
                          nda_spec=nda_spec, detectors_dir=detectors_dir, cache_dir=cache_dir, progress=progress,
                          seed=seed, G_kwargs=G_kwargs, overrides=overrides, extra=extra)
     start = time.time()
-    results = _METRICS[name][0](opts)
+    results = _METRICS[name].fn(opts)
     total_time = time.time() - start
     results = {key: _broadcast(value, num_gpus, opts.device) for key, value in results.items()}
     out = dict(results=results, metric=name, total_time=total_time, total_time_str=format_time(total_time),

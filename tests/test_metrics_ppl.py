@@ -194,7 +194,7 @@ def detectors_dir(tmp_path_factory):
 def test_the_five_host_metrics_are_registered_and_need_the_vgg16_file():
     for name in PPL_METRICS:
         assert registry.is_valid_metric(name)
-        assert calc_metrics.METRIC_DETECTORS[name] == ["vgg16"]
+        assert registry.metric_needs([name]) == ["vgg16"]
 
 
 @pytest.mark.parametrize("c_dim", [0, 4])

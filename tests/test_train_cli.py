@@ -459,7 +459,7 @@ def test_default_metrics_never_need_a_download(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NDA_STYLEGAN_METRICS_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("NDA_STYLEGAN_DETECTORS", str(tmp_path))
-    assert checks.resolve_metrics(None, "cpu") == []  # 50k-sample metrics are for GPUs
+    assert checks.resolve_metrics(None, "cpu") == ["fdl0_10k_full"]  # packaged weights: no download
     assert checks.resolve_metrics(["auto"], "cuda") == ["swd"]  # no Inception file on disk: network-free
     (tmp_path / "inception-2015-12-05.pt").write_bytes(b"stand-in")
     assert checks.resolve_metrics(None, "cuda") == ["fid50k_full"]

@@ -58,25 +58,38 @@ def augment_presets(augment_module):
 
 
 def resolve_metrics(names, device):
-    """``None``/``["auto"]`` -> default_metrics(device). Other names must be known metrics."""
-    from metrics import registry
+    """``None``/``["auto"]`` -> default_metrics(device). Other names must be known metrics whose
+    detectors are there (checked now, before any run folder exists or training starts)."""
+    from metrics import detectors, registry
 
-    if names is None or names == ["auto"]:
+    if is_auto(names):
         return default_metrics(device)
     unknown = [n for n in names if not registry.is_valid_metric(n)]
     if unknown:
         fail("--metrics: unknown metric(s) %s; choose from %s, or none" % (", ".join(unknown), ", ".join(registry.list_metrics())))
+    try:
+        registry.check_metric_needs(names)
+    except detectors.DetectorUnavailableError as exc:
+        fail("--metrics: %s" % exc)
     return list(names)
+
+
+def is_auto(names):
+    return names is None or names == ["auto"]
 
 
 def default_metrics(device):
     """Training must never start a download: on a GPU, fid50k_full when the Inception file is
-    already on disk, else the network-free swd; on a CPU none (50k-sample metrics would take far
-    longer than a CPU run; compute them afterwards with calc_metrics.py)."""
-    from metrics import detectors
+    already on disk, else the network-free swd; on a CPU fdl0_10k_full (packaged weights, offline)
+    when its weights are installed, else none."""
+    from metrics import detectors, fdl0
 
     if device != "cuda":
-        return []
+        try:
+            fdl0.check_available()
+        except detectors.DetectorUnavailableError:
+            return []
+        return ["fdl0_10k_full"]
     try:
         detectors.find_detector_file("inception", download=False)
     except (ValueError, OSError):
@@ -94,6 +107,12 @@ def has_resume_state(path):
         return load_network_file(path).get("resume_state") is not None
     except Exception:  # noqa: BLE001 - any unreadable file: reported by _check_resume_architecture
         return False
+
+
+def metrics_final_only(names, device):
+    """Whether the metrics run at the final snapshot only: for the automatic choice on a CPU, where
+    one fdl0_10k_full evaluation costs about as much as the training between two snapshots."""
+    return is_auto(names) and device != "cuda"
 
 
 def check_resume_file(path):

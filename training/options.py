@@ -190,6 +190,7 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
     c["kimg_per_tick"] = spec.get("kimg_per_tick", 4)
 
     c["metrics"] = checks.resolve_metrics(metrics, device)
+    c["metrics_final_only"] = checks.metrics_final_only(metrics, device)
 
     fp16 = device == "cuda" and not fp32  # mixed precision is ~17x slower on a CPU: fp32 there
     c["G_kwargs"], c["D_kwargs"] = _network_config(spec, fp16)
