@@ -1,11 +1,13 @@
 """Atomic file writes: a reader (or a process killed mid-write) sees the old file or the complete
 new one, never a half-written one.
 
-The one implementation in the repo: the plugin, the trainer, the metrics and the CLIs all write
-through it. It lives here, in the plugin, because that is the package every part may import.
-``tempfile`` makes owner-only files (0600) and folders (0700); the temporary ones made here get
-the mode a plain ``open()`` or ``os.mkdir()`` would give instead (0666 / 0777 less the umask), so
-what lands at the final path is readable as usual.
+The one implementation in the repo: the plugin (a patched fork's train.py and its backup, staged
+op sources, images), the trainer, the metrics, the CLIs and the study all write through it. It
+lives here, in the plugin, because that is the package every part may import. ``tempfile`` makes
+owner-only files (0600) and folders (0700); the temporary ones made here get the mode a plain
+``open()`` or ``os.mkdir()`` would give instead (0666 / 0777 less the umask), so what lands at the
+final path is readable as usual, unless the caller asks for other bits (patching keeps the mode
+train.py had).
 """
 
 import contextlib
@@ -70,8 +72,8 @@ def atomic_write(path, mode="wb", encoding=None, fsync=True, check=None, permiss
         raise
 
 
-def atomic_write_bytes(path, data):
-    with atomic_write(path, "wb") as f:
+def atomic_write_bytes(path, data, permissions=None):
+    with atomic_write(path, "wb", permissions=permissions) as f:
         f.write(data)
 
 

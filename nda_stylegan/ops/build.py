@@ -26,11 +26,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 
 import torch
+
+from ..fileio import atomic_write
 
 MODES = ("auto", "reference", "strict")
 _lock = threading.Lock()
@@ -202,10 +203,10 @@ def stage_sources(sources, build_dir):
         with open(path, "rb") as f:
             data = f.read()
         if not _has_bytes(target, data):
-            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-            with os.fdopen(fd, "wb") as f:
+            # Atomic, so another process staging the same bytes meanwhile is harmless; no fsync:
+            # a copy lost in a crash fails the byte comparison above and is staged again.
+            with atomic_write(target, "wb", fsync=False) as f:
                 f.write(data)
-            os.replace(tmp, target)  # another process staging the same bytes meanwhile is harmless
         staged.append(target)
     return staged
 

@@ -6,7 +6,8 @@ import click
 
 from . import PatchError
 from .edit import apply_hook, is_patched, strip_hook, unified_diff
-from .files import backup_path, check_writable, file_mode, write_atomic
+from ..fileio import atomic_write_bytes
+from .files import backup_path, check_writable, file_mode
 from .hookcheck import missing_hook_calls
 from .hookfile import read_hook
 from .hosts import check_no_nda_option, detect_host, fork_files, read_text
@@ -39,8 +40,8 @@ def patch_fork(fork_dir, dry_run=False):
     mode = file_mode(train_py)
     with open(train_py, "rb") as f:
         original = f.read()
-    write_atomic(backup_path(train_py), original, mode)
-    write_atomic(train_py, new_text.encode("utf-8"), mode)
+    atomic_write_bytes(backup_path(train_py), original, permissions=mode)
+    atomic_write_bytes(train_py, new_text.encode("utf-8"), permissions=mode)
     return ("patched %s (%s); backup: %s; undo: nda-stylegan patch --revert %s"
             % (train_py, host, backup_path(train_py), fork_dir)), diff
 
@@ -90,7 +91,7 @@ def revert_fork(fork_dir, dry_run=False):
     if dry_run:
         return "dry run: %s would change as shown; nothing written" % train_py, diff
     check_writable(train_py)
-    write_atomic(train_py, restored, file_mode(train_py))
+    atomic_write_bytes(train_py, restored, permissions=file_mode(train_py))
     if exact:
         os.unlink(backup)
         return "reverted %s: restored from the backup, byte for byte" % train_py, diff

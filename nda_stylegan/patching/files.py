@@ -1,8 +1,8 @@
-"""File side of patching: permission checks, the backup's name, atomic writes."""
+"""File side of patching: permission checks, the backup's name, a file's mode (the writes go
+through ``nda_stylegan.fileio``)."""
 
 import os
 import stat
-import tempfile
 
 from . import PatchError
 
@@ -24,24 +24,6 @@ def check_writable(path):
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PatchError("cannot write in %s (no write permission), which the backup and the atomic replace need; "
                          "make the folder writable and run again" % folder)
-
-
-def write_atomic(path, data, mode):
-    """Write ``data`` (bytes) to ``path`` through a temporary file in the same folder and
-    os.replace, so a crash leaves either the old or the new file; ``mode``: permission bits."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def file_mode(path):
