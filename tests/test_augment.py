@@ -2,19 +2,13 @@
 the filtered resampling, colour/filter/noise/cutout stages, gradients, seeding, presets."""
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # training/ lives in the checkout, not in the installed package
-    sys.path.insert(0, REPO)
-
-from training import augment as A  # noqa: E402
-from training.augment import AUGPIPE_PRESETS, AugmentPipe  # noqa: E402
+from training import augment as A
+from training.augment import AUGPIPE_PRESETS, AugmentPipe
 
 
 def images(n=4, c=3, size=16, seed=0):

@@ -179,8 +179,6 @@ def test_a_failure_after_launch_is_recorded_in_the_run_log(tmp_path, monkeypatch
     """Whatever still fails once training has started leaves a run folder whose log.txt says why."""
     from click.testing import CliRunner
 
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     import train
     from training import training_loop
 

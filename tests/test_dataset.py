@@ -4,7 +4,6 @@ clear DatasetError for every kind of unusable input."""
 import json
 import os
 import pickle
-import sys
 import zipfile
 
 import numpy as np
@@ -12,12 +11,8 @@ import PIL.Image
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # training/ lives in the checkout, not in the installed package
-    sys.path.insert(0, REPO)
-
-from nda_stylegan.sample_data import make_faces  # noqa: E402
-from training.dataset import BuiltinDataset, DatasetError, ImageFolderDataset  # noqa: E402
+from nda_stylegan.sample_data import make_faces
+from training.dataset import BuiltinDataset, DatasetError, ImageFolderDataset
 
 
 def write_folder(folder, arrays, labels=None, names=None, ext="png"):

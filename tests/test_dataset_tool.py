@@ -15,15 +15,10 @@ import zipfile
 
 import numpy as np
 import PIL.Image
-import pytest
 from click.testing import CliRunner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # dataset_tool.py and training/ live in the checkout
-    sys.path.insert(0, REPO)
-
-from test_dataset import error_line, run_tool  # noqa: E402  (the dataset_tool.py tests there)
-from training.dataset import ImageFolderDataset  # noqa: E402
+from test_dataset import error_line, run_tool  # the dataset_tool.py tests there
+from training.dataset import ImageFolderDataset
 
 
 def images_of(path):

@@ -10,11 +10,9 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # train.py's packages (training/, metrics/) live in the checkout, not site-packages
-    sys.path.insert(0, REPO)
+from training import distributed
 
-from training import distributed  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sum_ranks_worker(rank, out_dir):

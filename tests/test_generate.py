@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from trainer_helpers import one_thread, RES, tiny_networks
 from training import snapshot
 
-import generate  # noqa: E402  (root script; trainer_helpers put the repository on sys.path)
+import generate  # the root script (conftest.py puts the repository on sys.path)
 
 
 single_thread = pytest.fixture(autouse=True)(one_thread)

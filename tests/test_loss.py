@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import trainer_helpers  # noqa: F401  (repository root on sys.path)
 from trainer_helpers import one_thread
 from training import training_stats
 from training.loss import StyleGAN2Loss

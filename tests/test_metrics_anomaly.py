@@ -1,18 +1,11 @@
 """Anomaly detection with D (nda_auroc) and the on-the-fly corruptions."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # metrics/ lives in the checkout, not in site-packages
-    sys.path.insert(0, REPO)
-
-from metrics import anomaly, corruptions, registry  # noqa: E402
-from nda_stylegan.sample_data import make_faces  # noqa: E402
+from metrics import anomaly, corruptions, registry
+from nda_stylegan.sample_data import make_faces
 
 RES = 16
 

@@ -2,21 +2,16 @@
 
 import json
 import os
-import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # calc_metrics.py, metrics/ and training/ live in the checkout
-    sys.path.insert(0, REPO)
-
-import calc_metrics  # noqa: E402
-from metrics import detectors, stats_cache  # noqa: E402
-from metrics.standin_detectors import save_standin_detectors  # noqa: E402
-from training import snapshot  # noqa: E402
-from training.networks import Discriminator, Generator  # noqa: E402
+import calc_metrics
+from metrics import detectors, stats_cache
+from metrics.standin_detectors import save_standin_detectors
+from training import snapshot
+from training.networks import Discriminator, Generator
 
 RES = 16
 DATA = dict(class_name="training.dataset.BuiltinDataset", size=40, resolution=RES, seed=0)

@@ -3,18 +3,13 @@
 import http.server
 import os
 import pathlib
-import sys
 import threading
 
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # metrics/ lives in the checkout, not in site-packages
-    sys.path.insert(0, REPO)
-
-from metrics import detectors  # noqa: E402
-from metrics.standin_detectors import save_standin_detectors  # noqa: E402
+from metrics import detectors
+from metrics.standin_detectors import save_standin_detectors
 
 
 @pytest.fixture(scope="module")

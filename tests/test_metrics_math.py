@@ -1,22 +1,16 @@
 """Metric formulas against closed forms and direct computations (no detectors involved)."""
 
 import itertools
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # metrics/ lives in the checkout, not in site-packages
-    sys.path.insert(0, REPO)
-
-from metrics.anomaly import auroc, average_ranks  # noqa: E402
-from metrics.frechet import frechet_distance  # noqa: E402
-from metrics.inception_score import inception_score  # noqa: E402
-from metrics.kid import kid_from_features, polynomial_mmd_unbiased  # noqa: E402
-from metrics.precision_recall import kth_neighbour_radii, precision_recall  # noqa: E402
+from metrics.anomaly import auroc, average_ranks
+from metrics.frechet import frechet_distance
+from metrics.inception_score import inception_score
+from metrics.kid import kid_from_features, polynomial_mmd_unbiased
+from metrics.precision_recall import kth_neighbour_radii, precision_recall
 
 
 def test_fid_of_identical_statistics_is_zero():

@@ -2,21 +2,15 @@
 determinism, the dataset-stats cache, the JSON-lines report and anomaly detection with D."""
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # metrics/ lives in the checkout, not in site-packages
-    sys.path.insert(0, REPO)
-
-from metrics import options as options_mod  # noqa: E402
-from metrics import registry, stats_cache  # noqa: E402
-from metrics.standin_detectors import save_standin_detectors  # noqa: E402
-from nda_stylegan.sample_data import make_faces  # noqa: E402
+from metrics import options as options_mod
+from metrics import registry, stats_cache
+from metrics.standin_detectors import save_standin_detectors
+from nda_stylegan.sample_data import make_faces
 
 RES = 16
 

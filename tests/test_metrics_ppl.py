@@ -4,23 +4,17 @@ call and calc_metrics.py) with a tiny generator and the stand-in VGG16."""
 
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # metrics/ and training/ live in the checkout
-    sys.path.insert(0, REPO)
-
-import calc_metrics  # noqa: E402
-from metrics import ppl, registry, stats_cache  # noqa: E402
-from metrics.standin_detectors import save_standin_detectors  # noqa: E402
-from training import snapshot  # noqa: E402
-from training.networks import Discriminator, Generator  # noqa: E402
+import calc_metrics
+from metrics import ppl, registry, stats_cache
+from metrics.standin_detectors import save_standin_detectors
+from training import snapshot
+from training.networks import Discriminator, Generator
 
 PPL_METRICS = ("ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend", "ppl2_wend")
 RES = 16

@@ -1,16 +1,9 @@
 """Sliced Wasserstein distance on Laplacian-pyramid patches: pyramid, patches, distances."""
 
-import os
-import sys
-
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # metrics/ lives in the checkout, not in site-packages
-    sys.path.insert(0, REPO)
-
-from metrics import swd  # noqa: E402
+from metrics import swd
 
 
 def _smooth_images(n, res=32, seed=0):

@@ -16,13 +16,11 @@ from click.testing import CliRunner
 from PIL import Image
 from scipy import stats
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # experiments/ and training/ live in the checkout, not in the installed package
-    sys.path.insert(0, REPO)
+from experiments import nda_study, study_plan, study_promote, study_report, study_runner, study_runs
+from experiments import study_stats
+from experiments.study_results import append_record, index_results, read_results
 
-from experiments import nda_study, study_plan, study_promote, study_report, study_runner, study_runs  # noqa: E402
-from experiments import study_stats  # noqa: E402
-from experiments.study_results import append_record, index_results, read_results  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DRIVER = os.path.join(REPO, "experiments", "nda_study.py")
 # 2 arms, 1 seed, a fraction of a kimg at batch 8, SWD on 64 images: the same driver and scripts

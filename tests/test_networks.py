@@ -11,12 +11,10 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # training/ lives in the checkout, not in the installed package
-    sys.path.insert(0, REPO)
-
-from training.networks import Discriminator, Generator, MinibatchStdLayer  # noqa: E402
+from training.networks import Discriminator, Generator, MinibatchStdLayer
 from trainer_helpers import one_thread  # tiny tensors: run torch on one thread
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SYN = dict(channel_base=256, channel_max=32)
 MAP = dict(num_layers=2)

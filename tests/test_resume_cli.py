@@ -4,20 +4,15 @@ tick count), with and without NDA; a bare network still gets the host's fine-tun
 
 import glob
 import os
-import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+import train
+from training import snapshot
 
-import train  # noqa: E402
-from training import snapshot  # noqa: E402
-
-from trainer_helpers import one_thread  # noqa: E402
+from trainer_helpers import one_thread
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 

@@ -13,13 +13,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # train.py's packages (training/, metrics/) live in the checkout
-    sys.path.insert(0, REPO)
+import train
+from nda_stylegan.fileio import atomic_write_json
+from training import distributed, plugins, presets, run_dir
 
-import train  # noqa: E402
-from nda_stylegan.fileio import atomic_write_json  # noqa: E402
-from training import distributed, plugins, presets, run_dir  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def invoke(*args):

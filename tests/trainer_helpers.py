@@ -1,13 +1,10 @@
 """Shared helpers of the trainer tests (ops, loss, loop, snapshots, generate.py): the repository
-root on sys.path (train.py's packages live in the checkout), one torch thread, the check that the
-C++ kernels built, and a tiny training configuration."""
+root's path, one torch thread, the check that the C++ kernels built, and a tiny training
+configuration. (conftest.py puts the repository root on sys.path.)"""
 
 import os
-import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 RES = 16
 
