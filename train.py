@@ -10,9 +10,10 @@ import json
 import os
 import sys
 
-# OpenMP threads that spin while waiting make a 2-core machine shared with other processes up to
-# ~6x slower per step (measured); passive waiting costs nothing measurable when it is idle. Must be
-# set before torch loads OpenMP; an explicit setting by the user wins.
+# OpenMP threads that spin while they wait hold cores that other processes (other ranks of
+# --gpus N on a CPU, other jobs) need, so on a shared CPU every step waits for them; a passive
+# wait gives the core back (figures: README, Measured). Must be set before torch loads OpenMP;
+# an explicit setting by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402

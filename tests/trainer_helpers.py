@@ -11,8 +11,8 @@ RES = 16
 
 def one_thread():
     """Body of an autouse fixture: run torch on one thread during a test. The tiny networks gain
-    nothing from threads, and on a busy 2-core machine two spinning OpenMP threads made a D step
-    ~100x slower (2.6 s vs 0.01 s measured)."""
+    nothing from threads, and on a busy machine a second thread mostly waits for a core that
+    another process holds, which makes each step many times slower (README, Measured)."""
     import torch
 
     before = torch.get_num_threads()
@@ -42,8 +42,8 @@ def seeded_randn(*shape, dtype=None, seed=0):
 
 
 def tiny_config(run_dir, **overrides):
-    """A training-loop config that runs in about a second per 0.1 kimg on a CPU: 16x16 built-in
-    faces, 16-channel networks, batch 8 in rounds of 4."""
+    """A training-loop config small enough for unit tests on a CPU: 16x16 built-in faces,
+    16-channel networks, batch 8 in rounds of 4."""
     c = dict(
         run_dir=str(run_dir),
         training_set_kwargs=dict(class_name="training.dataset.BuiltinDataset", resolution=RES, max_size=64,

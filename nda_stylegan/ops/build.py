@@ -3,7 +3,8 @@
 One mechanism for every op in the repo (the plugin's tile kernel and the trainer's
 ``bias_act`` / ``upfirdn2d``): sources are compiled on first use with
 ``torch.utils.cpp_extension`` + ninja into a cache folder keyed by a hash of the sources,
-the torch version and the flags, so a second process (or a second run) reloads in ~0 s.
+the torch version and the flags, so a second process (or a second run) loads the cached
+build without compiling.
 
 Each op library registers its functions with ``TORCH_LIBRARY(<namespace>, m)`` and light
 headers (``<ATen/ATen.h>`` + ``<torch/library.h>``), and is called through ``torch.ops``.
