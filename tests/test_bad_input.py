@@ -3,15 +3,15 @@ a subprocess and must end with exit code 2, exactly one ``Error:`` line naming t
 fix, no traceback, and nothing written (no run folder, no image, no edited file)."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from host_forks import copy_fork
+
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "hosts"
 
 
 def _env(**extra):
@@ -41,9 +41,7 @@ def trained_run(tmp_path_factory):
 
 
 def _fork(tmp, host="sg2ada"):
-    root = tmp / "fork"
-    shutil.copytree(str(FIXTURES / host), str(root))
-    return root
+    return copy_fork(host, tmp / "fork")
 
 
 def _complete_hook(tmp):

@@ -3,8 +3,6 @@
 
 import json
 import os
-import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from host_forks import copy_fork
 from nda_stylegan.cli import main as cli_main
 from nda_stylegan.patching.files import backup_path
-from nda_stylegan.patching.hookfile import BLOCK_BEGIN, BLOCK_END, HOOK_DIR, TAG, read_hook
+from nda_stylegan.patching.hookfile import BLOCK_BEGIN, BLOCK_END, TAG, read_hook
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "hosts"
 HOSTS = {"sg2ada": "stylegan2-ada-pytorch", "sg3": "stylegan3"}
 # The line whose change makes each fixture's train.py unpatchable.
 ANCHOR_LINES = {
@@ -27,9 +24,7 @@ ANCHOR_LINES = {
 
 
 def fork(tmp_path, host, name="fork"):
-    dst = tmp_path / name
-    shutil.copytree(str(FIXTURES / host), str(dst))
-    return dst
+    return copy_fork(host, tmp_path / name)
 
 
 def patch(*args):
@@ -86,7 +81,7 @@ def test_dry_run_patch_again_and_revert(tmp_path, host):
     result = patch(root, "--revert")
     assert result.exit_code == 0 and "byte for byte" in result.output
     assert train.read_bytes() == original and not os.path.exists(backup_path(str(train)))
-    assert listing(root) == listing(FIXTURES / host)  # no temporary files left behind
+    assert listing(root) == listing(fork(tmp_path, host, "untouched"))  # no temporary files left behind
 
     result = patch(root, "--revert")
     assert result.exit_code == 0 and "not patched" in result.output
