@@ -21,7 +21,7 @@ from training import snapshot
 from training.augment import AugmentPipe
 from training.networks import Discriminator, Generator
 
-import generate  # noqa: E402  (root script; trainer_helpers put the repository on sys.path)
+import generate  # the root script (conftest.py puts the repository on sys.path)
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 

@@ -4,7 +4,6 @@ can be unusable (a one-line error naming the fix, exit 2; a training run still t
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -12,15 +11,11 @@ import scipy.linalg
 import torch
 from click.testing import CliRunner
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # calc_metrics.py, metrics/ and training/ live in the checkout
-    sys.path.insert(0, REPO)
-
-import calc_metrics  # noqa: E402
-from metrics import detectors, efficientnet_lite, fdl0, registry, stats_cache  # noqa: E402
-from metrics.frechet import frechet_distance, frechet_distance_psd  # noqa: E402
-from nda_stylegan import sample_data  # noqa: E402
-from training import snapshot  # noqa: E402
+import calc_metrics
+from metrics import detectors, efficientnet_lite, fdl0, registry, stats_cache
+from metrics.frechet import frechet_distance, frechet_distance_psd
+from nda_stylegan import sample_data
+from training import snapshot
 
 RES = 16
 DATA = dict(class_name="training.dataset.BuiltinDataset", size=48, resolution=RES, seed=0)

@@ -17,9 +17,9 @@ from trainer_helpers import one_thread
 from training import distributed, options, pretrained, snapshot
 from training.util import construct_class_by_name
 
-import calc_metrics  # noqa: E402  (root scripts; trainer_helpers put the repository on sys.path)
-import generate  # noqa: E402
-import train  # noqa: E402
+import calc_metrics  # root scripts (conftest.py puts the repository on sys.path)
+import generate
+import train
 
 single_thread = pytest.fixture(autouse=True)(one_thread)
 
