@@ -26,10 +26,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SETTINGS = {  # name -> (torch threads, OMP_WAIT_POLICY or None for OpenMP's default)
     "1 thread": (1, None),
-    "2 threads, default wait": (2, None),
+    "2 threads, OpenMP's default wait": (2, None),
     "2 threads, passive wait": (2, "PASSIVE"),
 }
-NETS = {"tests": 8, "cpu": 16}  # name -> batch
+NETS = {  # name -> (batch, row label)
+    "tests": (8, "the trainer tests (16 px, 16 channels)"),
+    "cpu": (16, "the `cpu` preset (32 px, 32 channels)"),
+}
 
 
 def build_discriminator(net):
@@ -48,11 +51,11 @@ def build_discriminator(net):
     else:
         from training import options
 
-        _, c, info = options.build_config(cfg="cpu", batch=NETS[net], metrics=[], seed=0)
+        _, c, info = options.build_config(cfg="cpu", batch=NETS[net][0], metrics=[], seed=0)
         torch.manual_seed(0)
         res = info.resolution
         D = construct_class_by_name(**c["D_kwargs"], c_dim=0, img_resolution=res, img_channels=3)
-    images = torch.rand([NETS[net], 3, res, res], generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = torch.rand([NETS[net][0], 3, res, res], generator=torch.Generator().manual_seed(0)) * 2 - 1
     return D, images
 
 
@@ -96,7 +99,7 @@ def main():
     if args.child:
         return child(args.child, args.threads, args.steps)
     print("%d CPU cores; load average %.1f at the start" % (os.cpu_count(), os.getloadavg()[0]))
-    rows = []
+    rows = []  # the table's rows, in README's layout: one per network, one column per setting
     for net in args.net or sorted(NETS, reverse=True):
         times = {name: [] for name in SETTINGS}
         for r in range(args.rounds):
@@ -105,16 +108,15 @@ def main():
             print("  %s round %d/%d: %s" % (net, r + 1, args.rounds,
                                             ", ".join("%s %.1f ms" % (n, t[-1] * 1e3) for n, t in times.items())),
                   flush=True)
-        base = statistics.median(times["1 thread"])
-        for name in SETTINGS:
-            med = statistics.median(times[name])
-            rows.append((net, NETS[net], name, med * 1e3, med / base))
+        medians = [statistics.median(times[name]) for name in SETTINGS]
+        cells = ["%.1f ms" % (medians[0] * 1e3)] + ["%.1f ms (%.2gx)" % (m * 1e3, m / medians[0]) for m in medians[1:]]
+        batch, label = NETS[net]
+        rows.append("| %s | %d | %s |" % (label, batch, " | ".join(cells)))
     print("load average %.1f at the end" % os.getloadavg()[0])
     print()
-    print("| D of | batch | setting | ms per D step (median) | vs 1 thread |")
-    print("|---|---|---|---|---|")
-    for net, batch, name, ms, ratio in rows:
-        print("| %s | %d | %s | %.1f | %.2fx |" % (net, batch, name, ms, ratio))
+    print("| D of | batch | %s |" % " | ".join(SETTINGS))
+    print("|---|---|%s" % ("---|" * len(SETTINGS)))
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
