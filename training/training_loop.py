@@ -294,7 +294,7 @@ class _TickClock:
 
 
 class _Run(EasyDict):
-    """What a run carries from phase to phase, made by _set_up: its options ``opts`` and ``log``,
+    """What a run carries from stage to stage, made by _set_up: its options ``opts`` and ``log``,
     the ``device``, the ``training_set`` and its batch iterator ``reals``, the networks ``nets``
     (G, D, G_ema, augment_pipe) with the ``construct_kwargs`` a snapshot records, the ``loss``, the
     optimiser ``phases``, ``rounds`` per phase, the buffer ``averager``, ``ada_stats``, the
@@ -342,12 +342,13 @@ def training_loop(
 ):
     """Train; returns an EasyDict(cur_nimg, cur_tick, snapshot) with the last snapshot's .pkl path.
 
-    A run walks through four phases: the set-up (_set_up), then batch after batch one training
-    round (_train_one_batch), and at the end of each tick the tick report (_report_tick) and the
-    snapshot with its metrics (_save_snapshot_and_metrics) before the tick's statistics are written.
+    A run walks through four stages: the set-up (_set_up), then one training batch after another
+    (_train_one_batch, itself the optimiser phases Gmain ... Dreg), and at the end of each tick the
+    tick report (_report_tick) and the snapshot with its metrics (_save_snapshot_and_metrics)
+    before the tick's statistics are written.
 
     Raises TrainingDiverged when a loss/gradient becomes NaN/Inf (after logging one line)."""
-    opts = EasyDict(locals())  # the options above, by name, for the phases
+    opts = EasyDict(locals())  # the options above, by name, for the stages
     del opts["unknown"]
     log = _RunLog(run_dir, rank)
     if unknown:
@@ -374,7 +375,7 @@ def _check_class_kwargs(**kwargs_by_name):
             raise ValueError("%s must name a class with 'class_name'" % name)
 
 
-# ---------------------------------------------------------------------------- phase 1: set-up
+# ---------------------------------------------------------------------------- stage 1: set-up
 def _set_up(opts, log):
     """Everything before the first batch. The order matters for exact resume: the networks are
     built from the run's seed, then a snapshot's state (its torch RNG last) replaces theirs."""
@@ -517,7 +518,7 @@ def _save_start_images(opts, training_set, G_ema, loss, device, fakes):
     return grid
 
 
-# ---------------------------------------------------------------------------- phase 2: one training round
+# ---------------------------------------------------------------------------- stage 2: one training batch
 def _train_one_batch(run):
     """One global batch of reals through the phases Gmain, Greg, Dmain, Dreg (each when due), then
     the G_ema update and, every ada_interval batches, the ADA step."""
@@ -621,7 +622,7 @@ def _augment_p(nets):
     return float(nets.augment_pipe.p) if nets.augment_pipe is not None else 0.0
 
 
-# ---------------------------------------------------------------------------- phase 3: the tick report
+# ---------------------------------------------------------------------------- stage 3: the tick report
 def _report_tick(run):
     """Time the tick, report its progress, timing and the loss's own statistics, log the tick line."""
     progress, clock = run.progress, run.clock
@@ -651,7 +652,7 @@ def _tick_line(progress, clock, augment_p, total_kimg):
                augment_p, render_bar(kimg, total_kimg, clock.sec_per_kimg)))
 
 
-# ---------------------------------------------------------------------------- phase 4: snapshot + metrics
+# ---------------------------------------------------------------------------- stage 4: snapshot + metrics
 def _snapshot_due(every_ticks, cur_tick, done):
     """Snapshots come every ``every_ticks`` ticks and at the end of the run; never for 0/None."""
     return bool(every_ticks) and (done or cur_tick % every_ticks == 0)

@@ -1,4 +1,4 @@
-"""The training loop's phases on their own: the tick decision and the counters a snapshot records,
+"""The training loop's stages on their own: the tick decision and the counters a snapshot records,
 the G_ema and ADA steps, the resume state a snapshot records and its restoring, and set-up, one
 training batch and the end of a tick on tiny networks."""
 
