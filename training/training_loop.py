@@ -12,6 +12,7 @@ the global batch is split between processes or on where a run was resumed.
 """
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -234,6 +235,74 @@ def _limit_cpu_threads(device, cpu_threads):
     torch.set_num_threads(max(1, min(torch.get_num_threads(), int(cpu_threads))))
 
 
+# ---------------------------------------------------------------------------- where a run stands
+@dataclasses.dataclass
+class _Progress:
+    """Where a run stands: images shown, ticks finished, batches trained, and the image count at
+    which the current tick began. A snapshot records these; a resumed run starts from them."""
+
+    cur_nimg: int = 0
+    cur_tick: int = 0
+    batch_idx: int = 0
+    tick_start_nimg: int = 0
+
+    @classmethod
+    def from_resume_state(cls, state):
+        return cls(**{name: int(state[name]) for name in ("cur_nimg", "cur_tick", "batch_idx", "tick_start_nimg")})
+
+    def done(self, total_kimg):
+        return self.cur_nimg >= total_kimg * 1000
+
+    def tick_due(self, kimg_per_tick):
+        """The first batch ends tick 0 (an early sign of life); every later tick spans kimg_per_tick."""
+        return self.cur_tick == 0 or self.cur_nimg >= self.tick_start_nimg + kimg_per_tick * 1000
+
+    def end_batch(self, batch_size):
+        self.cur_nimg += batch_size
+        self.batch_idx += 1
+
+    def end_tick(self):
+        self.cur_tick += 1
+        self.tick_start_nimg = self.cur_nimg
+
+    def counters_to_resume(self, tick_due):
+        """The counters a snapshot taken now records. A tick cut short by the end of the run is not
+        finished: a resumed run goes on with it, so its ticks (and snapshot schedule) are those of
+        an uninterrupted run."""
+        return dict(cur_nimg=self.cur_nimg, cur_tick=self.cur_tick + 1 if tick_due else self.cur_tick,
+                    batch_idx=self.batch_idx, tick_start_nimg=self.cur_nimg if tick_due else self.tick_start_nimg)
+
+
+class _TickClock:
+    """Wall-clock times for the tick report: since the start, within this tick, and the
+    maintenance (snapshots, metrics, logs) between the last tick's end and this tick's start."""
+
+    def __init__(self, start_time):
+        self.start_time = start_time
+        self.tick_start = time.time()
+        self.maintenance = self.tick_start - start_time
+        self.tick_end = None
+        self.sec_per_kimg = None
+
+    def end_tick(self, tick_kimg):
+        self.tick_end = time.time()
+        self.sec_per_kimg = (self.tick_end - self.tick_start) / max(tick_kimg, 1e-8)
+
+    def start_tick(self):
+        self.tick_start = time.time()
+        self.maintenance = self.tick_start - self.tick_end
+
+
+class _Run(EasyDict):
+    """What a run carries from stage to stage, made by _set_up: its options ``opts`` and ``log``,
+    the ``device``, the ``training_set`` and its batch iterator ``reals``, the networks ``nets``
+    (G, D, G_ema, augment_pipe) with the ``construct_kwargs`` a snapshot records, the ``loss``, the
+    optimiser ``phases``, ``rounds`` per phase, the buffer ``averager``, ``ada_stats``, the
+    ``progress`` counters, the image ``grid`` (rank 0), the statistics writers (``stats``,
+    ``stats_path``, ``tensorboard``), the progress ``bar``, the tick ``clock``, the
+    ``last_snapshot`` written and the ``quality_lines`` of its metrics, printed last."""
+
+
 # ---------------------------------------------------------------------------- the loop
 def training_loop(
     rank=0,
@@ -273,268 +342,372 @@ def training_loop(
 ):
     """Train; returns an EasyDict(cur_nimg, cur_tick, snapshot) with the last snapshot's .pkl path.
 
+    A run walks through four stages: the set-up (_set_up), then one training batch after another
+    (_train_one_batch, itself the optimiser phases Gmain ... Dreg), and at the end of each tick the
+    tick report (_report_tick) and the snapshot with its metrics (_save_snapshot_and_metrics)
+    before the tick's statistics are written.
+
     Raises TrainingDiverged when a loss/gradient becomes NaN/Inf (after logging one line)."""
+    opts = EasyDict(locals())  # the options above, by name, for the stages
+    del opts["unknown"]
     log = _RunLog(run_dir, rank)
     if unknown:
         log("Warning: ignoring unknown training-loop options: %s" % ", ".join(sorted(unknown)), stream=sys.stderr)
     _check_config(batch_size, batch_gpu, num_gpus, rank, total_kimg, kimg_per_tick)
-    for name, kwargs in [("training_set_kwargs", training_set_kwargs), ("G_kwargs", G_kwargs), ("D_kwargs", D_kwargs),
-                         ("G_opt_kwargs", G_opt_kwargs), ("D_opt_kwargs", D_opt_kwargs), ("loss_kwargs", loss_kwargs)]:
+    _check_class_kwargs(training_set_kwargs=training_set_kwargs, G_kwargs=G_kwargs, D_kwargs=D_kwargs,
+                        G_opt_kwargs=G_opt_kwargs, D_opt_kwargs=D_opt_kwargs, loss_kwargs=loss_kwargs)
+    run = _set_up(opts, log)
+    progress = run.progress
+    while not progress.done(total_kimg):
+        _train_one_batch(run)
+        done = progress.done(total_kimg)
+        if run.bar is not None:
+            run.bar.update(progress.cur_nimg / 1e3, run.clock.sec_per_kimg)
+        tick_due = progress.tick_due(kimg_per_tick)
+        if done or tick_due:
+            _end_tick(run, tick_due, done)
+    return _finish(run)
+
+
+def _check_class_kwargs(**kwargs_by_name):
+    for name, kwargs in kwargs_by_name.items():
         if not kwargs or "class_name" not in kwargs:
             raise ValueError("%s must name a class with 'class_name'" % name)
+
+
+# ---------------------------------------------------------------------------- stage 1: set-up
+def _set_up(opts, log):
+    """Everything before the first batch. The order matters for exact resume: the networks are
+    built from the run's seed, then a snapshot's state (its torch RNG last) replaces theirs."""
+    o = opts
     start_time = time.time()
+    device = _configure_torch(o.device, o.cpu_threads, o.cudnn_benchmark, o.allow_tf32)
+    stats_device = device if (device.type == "cuda" and _distributed()) else torch.device("cpu")
+    training_set = construct_class_by_name(**o.training_set_kwargs)
+    log("Training set: %d images, %s, labels: %d" % (len(training_set), "x".join(map(str, training_set.image_shape)),
+                                                     training_set.label_dim))
+    nets, construct_kwargs = _build_networks(o, training_set, device, log)
+    ada_stats = None
+    if nets.augment_pipe is not None and o.ada_target is not None:
+        ada_stats = training_stats.Collector(regex="Loss/signs/real", device=stats_device)
+    resume_state = _load_resume(o.resume, nets, log) if o.resume else None
+    if _distributed():
+        for module in nets.values():
+            if module is not None:
+                _broadcast_module(module)
+
+    loss = construct_class_by_name(device=device, G=nets.G, D=nets.D, augment_pipe=nets.augment_pipe, **o.loss_kwargs)
+    phases = _make_phases(nets.G, nets.D, o.G_opt_kwargs, o.D_opt_kwargs, o.G_reg_interval, o.D_reg_interval)
+    progress = _restore_training_state(resume_state, phases, loss, ada_stats, o.rank)
+    reals = _batches_of_reals(training_set, o, start=progress.cur_nimg)
+    grid = None
+    if o.rank == 0:
+        grid = _save_start_images(o, training_set, nets.G_ema, loss, device, fakes=resume_state is None)
+
+    run = _Run(opts=o, log=log, device=device, training_set=training_set, reals=reals, nets=nets,
+               construct_kwargs=construct_kwargs, loss=loss, phases=phases,
+               rounds=o.batch_size // (o.batch_gpu * o.num_gpus), averager=_BufferAverager([nets.G, nets.D]),
+               ada_stats=ada_stats, progress=progress, grid=grid,
+               stats=training_stats.Collector(regex=".*", device=stats_device),
+               stats_path=os.path.join(o.run_dir, "stats.jsonl"),
+               tensorboard=TensorBoardLog(o.run_dir, start_time, log) if o.rank == 0 else None,
+               bar=ProgressBar(o.total_kimg) if o.rank == 0 else None, last_snapshot=None,
+               quality_lines=[])
+    log.bar = run.bar
+    log("Training for %g kimg from kimg %.1f (%d process(es), batch %d, %d per round)..."
+        % (o.total_kimg, progress.cur_nimg / 1e3, o.num_gpus, o.batch_size, o.batch_gpu))
+    run.clock = _TickClock(start_time)
+    return run
+
+
+def _configure_torch(device, cpu_threads, cudnn_benchmark, allow_tf32):
     device = _resolve_device(device)
     _limit_cpu_threads(device, cpu_threads)
     torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
     torch.backends.cuda.matmul.allow_tf32 = bool(allow_tf32)
     torch.backends.cudnn.allow_tf32 = bool(allow_tf32)
-    stats_device = device if (device.type == "cuda" and _distributed()) else torch.device("cpu")
+    return device
 
-    # Dataset and data order.
-    training_set = construct_class_by_name(**training_set_kwargs)
-    log("Training set: %d images, %s, labels: %d" % (len(training_set), "x".join(map(str, training_set.image_shape)),
-                                                     training_set.label_dim))
 
-    # Networks: built from the same seed in every process, so all start identical.
-    torch.manual_seed(random_seed)
+def _build_networks(opts, training_set, device, log):
+    """G, D, G_ema and the augment pipe (None without augment_kwargs), built from the same seed in
+    every process so all start identical; and the constructor arguments a snapshot records."""
+    o = opts
+    torch.manual_seed(o.random_seed)
     common_kwargs = dict(c_dim=training_set.label_dim, img_resolution=training_set.resolution,
                          img_channels=training_set.num_channels)
-    G = construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
-    D = construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
+    G = construct_class_by_name(**o.G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
+    D = construct_class_by_name(**o.D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
-    construct_kwargs = dict(G=dict(G_kwargs, **common_kwargs), D=dict(D_kwargs, **common_kwargs),
-                            G_ema=dict(G_kwargs, **common_kwargs), augment_pipe=augment_kwargs)
-
     augment_pipe = None
-    if augment_kwargs is not None:
-        augment_pipe = construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
-        augment_pipe.p.copy_(torch.as_tensor(float(augment_p)))
-    elif augment_p or ada_target is not None:
+    if o.augment_kwargs is not None:
+        augment_pipe = construct_class_by_name(**o.augment_kwargs).train().requires_grad_(False).to(device)
+        augment_pipe.p.copy_(torch.as_tensor(float(o.augment_p)))
+    elif o.augment_p or o.ada_target is not None:
         log("Warning: augment_p/ada_target given without augment_kwargs; training without augmentation",
             stream=sys.stderr)
-    ada_stats = None
-    if augment_pipe is not None and ada_target is not None:
-        ada_stats = training_stats.Collector(regex="Loss/signs/real", device=stats_device)
+    construct_kwargs = dict(G=dict(o.G_kwargs, **common_kwargs), D=dict(o.D_kwargs, **common_kwargs),
+                            G_ema=dict(o.G_kwargs, **common_kwargs), augment_pipe=o.augment_kwargs)
+    return EasyDict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe), construct_kwargs
 
-    # Resume: networks always; optimisers, counters and statistics when the snapshot has them.
-    resume_state = None
-    if resume:
-        data = load_network_file(resume)
-        for name, module in [("G", G), ("D", D), ("G_ema", G_ema)]:
-            _copy_state(data[name], module, name, resume)
-        resume_state = data.get("resume_state")
-        if augment_pipe is not None and resume_state is not None and "augment_p" in resume_state:
-            augment_pipe.p.copy_(torch.as_tensor(float(resume_state["augment_p"])))
-        log("Resumed from %s%s" % (resume, "" if resume_state else " (weights only: no training state in it)"))
-    if _distributed():
-        for module in (G, D, G_ema) + ((augment_pipe,) if augment_pipe is not None else ()):
-            _broadcast_module(module)
 
-    loss = construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
-    phases = _make_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
+def _load_resume(path, nets, log):
+    """Copy a snapshot's networks (and its ADA p) into ``nets``; returns its resume_state, or None
+    for a snapshot with weights only."""
+    data = load_network_file(path)
+    for name in ("G", "D", "G_ema"):
+        _copy_state(data[name], nets[name], name, path)
+    resume_state = data.get("resume_state")
+    if nets.augment_pipe is not None and resume_state is not None and "augment_p" in resume_state:
+        nets.augment_pipe.p.copy_(torch.as_tensor(float(resume_state["augment_p"])))
+    log("Resumed from %s%s" % (path, "" if resume_state else " (weights only: no training state in it)"))
+    return resume_state
 
-    cur_nimg, cur_tick, batch_idx, tick_start_nimg = 0, 0, 0, 0
-    if resume_state is not None:
-        cur_nimg = int(resume_state["cur_nimg"])
-        cur_tick = int(resume_state["cur_tick"])
-        batch_idx = int(resume_state["batch_idx"])
-        tick_start_nimg = int(resume_state["tick_start_nimg"])
-        for phase in phases:
-            opt_state = resume_state["optimizers"].get(phase.name[0])
-            if opt_state is not None and phase.interval == 1:
-                phase.opt.load_state_dict(opt_state)
-        if resume_state.get("loss") is not None and hasattr(loss, "load_state_dict"):
-            loss.load_state_dict(resume_state["loss"])
-        if ada_stats is not None and resume_state.get("ada_stats") is not None:
-            ada_stats.load_state_dict(resume_state["ada_stats"], rank=rank)
-        rng = resume_state.get("rng") or {}
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
 
-    sampler = ShardedInfiniteSampler(len(training_set), rank=rank, num_replicas=num_gpus, batch_size=batch_size,
-                                     seed=random_seed, start=cur_nimg)
-    loader = torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=batch_size // num_gpus,
-                                         **(data_loader_kwargs or {}))
-    data_iter = iter(loader)
+def _restore_training_state(resume_state, phases, loss, ada_stats, rank):
+    """The progress counters of a snapshot's run (zero without one), and its optimiser moments,
+    loss state, ADA statistics and torch RNG put back in place."""
+    if resume_state is None:
+        return _Progress()
+    progress = _Progress.from_resume_state(resume_state)
+    for phase in phases:
+        opt_state = resume_state["optimizers"].get(phase.name[0])
+        if opt_state is not None and phase.interval == 1:
+            phase.opt.load_state_dict(opt_state)
+    if resume_state.get("loss") is not None and hasattr(loss, "load_state_dict"):
+        loss.load_state_dict(resume_state["loss"])
+    if ada_stats is not None and resume_state.get("ada_stats") is not None:
+        ada_stats.load_state_dict(resume_state["ada_stats"], rank=rank)
+    rng = resume_state.get("rng") or {}
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    return progress
 
-    # Image grids and the loss's own pictures (rank 0 only; no RNG of the run is used).
-    grid_size = grid_z = grid_c = None
-    if rank == 0:
-        grid_size, grid_idx = pick_grid_samples(training_set, training_set.resolution, seed=random_seed)
-        grid_images = torch.from_numpy(np.stack([np.asarray(training_set[i][0]) for i in grid_idx]))
-        save_image_grid(grid_images.float(), os.path.join(run_dir, "reals.png"), grid_size, drange=(0, 255))
-        gen = torch.Generator().manual_seed(derive_seed("grid", random_seed))
-        grid_z = torch.randn([len(grid_idx), G.z_dim], generator=gen).to(device)
-        grid_c = _labels_for(training_set, grid_idx).to(device)
-        if resume_state is None:
-            fakes = _generate_images(G_ema, grid_z, grid_c, batch_gpu)
-            save_image_grid(fakes, os.path.join(run_dir, "fakes_init.png"), grid_size)
-        hook = getattr(loss, "snapshot_images", None)
-        if callable(hook):
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                pictures = hook(_to_float_images(grid_images, device), grid_c) or {}
-            for name, images in pictures.items():
-                save_image_grid(images, os.path.join(run_dir, "%s.png" % name), (grid_size[0], -(-len(images) // grid_size[0])))
 
-    stats_collector = training_stats.Collector(regex=".*", device=stats_device)
-    stats_path = os.path.join(run_dir, "stats.jsonl")
-    tensorboard = TensorBoardLog(run_dir, start_time, log) if rank == 0 else None
-    bar = ProgressBar(total_kimg) if rank == 0 else None
-    log.bar = bar
-    log("Training for %g kimg from kimg %.1f (%d process(es), batch %d, %d per round)..."
-        % (total_kimg, cur_nimg / 1e3, num_gpus, batch_size, batch_gpu))
+def _batches_of_reals(training_set, opts, start):
+    """This process's slices of the global batches from image ``start`` on (the order depends on
+    the seed and the images consumed only)."""
+    o = opts
+    sampler = ShardedInfiniteSampler(len(training_set), rank=o.rank, num_replicas=o.num_gpus, batch_size=o.batch_size,
+                                     seed=o.random_seed, start=start)
+    loader = torch.utils.data.DataLoader(training_set, sampler=sampler, batch_size=o.batch_size // o.num_gpus,
+                                         **(o.data_loader_kwargs or {}))
+    return iter(loader)
 
-    rounds = batch_size // (batch_gpu * num_gpus)
-    averager = _BufferAverager([G, D])
-    tick_start_time = time.time()
-    maintenance_time = tick_start_time - start_time
-    last_snapshot = None
-    quality_lines = []  # the final snapshot's metrics, printed last
-    done = cur_nimg >= total_kimg * 1000
-    sec_per_kimg = None
-    while not done:
-        # One global batch of reals; this process holds its contiguous slice of it.
-        phase_real_img, phase_real_c = next(data_iter)
-        real_imgs = _to_float_images(phase_real_img, device).split(batch_gpu)
-        real_cs = phase_real_c.to(device).to(torch.float32).split(batch_gpu)
 
-        for phase_idx, phase in enumerate(phases):
-            if batch_idx % phase.interval != 0:
-                continue
-            phase.opt.zero_grad(set_to_none=True)
-            phase.module.requires_grad_(True)
-            averager.begin()
-            grad_sum = _GradientSum(phase.module, rounds)
-            for round_idx in range(rounds):
-                seed = derive_seed("round", random_seed, batch_idx, phase_idx, rank * rounds + round_idx)
-                gen = torch.Generator().manual_seed(seed)
-                gen_z = torch.randn([batch_gpu, G.z_dim], generator=gen).to(device)
-                gen_c = _labels_for(training_set, torch.randint(len(training_set), [batch_gpu], generator=gen)).to(device)
-                torch.manual_seed(seed)  # everything random inside the loss, G, D and the augment pipe
-                loss.accumulate_gradients(phase=phase.name, real_img=real_imgs[round_idx], real_c=real_cs[round_idx],
-                                          gen_z=gen_z, gen_c=gen_c, gain=phase.interval, cur_nimg=cur_nimg)
-                averager.end_round()
-                grad_sum.end_round()
-            phase.module.requires_grad_(False)
-            with torch.no_grad():
-                averager.end_phase(rounds * num_gpus)
-                finite = grad_sum.finish(num_gpus)
-            if not finite:
-                last = last_snapshot or "none written yet"
-                line = ("Error: training diverged at kimg %.3f (phase %s): the losses/gradients are NaN or Inf; "
-                        "stopped without writing a snapshot (last good snapshot: %s); lower the learning rate or "
-                        "raise r1_gamma and resume from it" % (cur_nimg / 1e3, phase.name, last))
-                log(line, stream=sys.stderr)
-                raise TrainingDiverged(line)
-            phase.opt.step()
+def _save_start_images(opts, training_set, G_ema, loss, device, fakes):
+    """Rank 0: the grid of reals, G_ema's first fakes (``fakes``: not on resume) and the loss's own
+    pictures; returns the grid (size, z, c) later fakes use. No RNG of the run is touched."""
+    o = opts
+    grid_size, grid_idx = pick_grid_samples(training_set, training_set.resolution, seed=o.random_seed)
+    grid_images = torch.from_numpy(np.stack([np.asarray(training_set[i][0]) for i in grid_idx]))
+    save_image_grid(grid_images.float(), os.path.join(o.run_dir, "reals.png"), grid_size, drange=(0, 255))
+    gen = torch.Generator().manual_seed(derive_seed("grid", o.random_seed))
+    grid = EasyDict(size=grid_size, z=torch.randn([len(grid_idx), G_ema.z_dim], generator=gen).to(device),
+                    c=_labels_for(training_set, grid_idx).to(device))
+    if fakes:
+        save_image_grid(_generate_images(G_ema, grid.z, grid.c, o.batch_gpu), os.path.join(o.run_dir, "fakes_init.png"),
+                        grid.size)
+    hook = getattr(loss, "snapshot_images", None)
+    if callable(hook):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            pictures = hook(_to_float_images(grid_images, device), grid.c) or {}
+        for name, images in pictures.items():
+            rows = -(-len(images) // grid_size[0])
+            save_image_grid(images, os.path.join(o.run_dir, "%s.png" % name), (grid_size[0], rows))
+    return grid
 
-        # G_ema: half-life ema_kimg, shortened at the start by the ramp-up.
-        with torch.no_grad():
-            ema_nimg = ema_kimg * 1000
-            if ema_rampup is not None:
-                ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
-            ema_beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, ema_beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
 
-        cur_nimg += batch_size
-        batch_idx += 1
+# ---------------------------------------------------------------------------- stage 2: one training batch
+def _train_one_batch(run):
+    """One global batch of reals through the phases Gmain, Greg, Dmain, Dreg (each when due), then
+    the G_ema update and, every ada_interval batches, the ADA step."""
+    o, progress = run.opts, run.progress
+    real_img, real_c = next(run.reals)  # this process's contiguous slice of the global batch
+    real_imgs = _to_float_images(real_img, run.device).split(o.batch_gpu)
+    real_cs = real_c.to(run.device).to(torch.float32).split(o.batch_gpu)
+    for phase_idx, phase in enumerate(run.phases):
+        if progress.batch_idx % phase.interval == 0:
+            _run_phase(run, phase_idx, phase, real_imgs, real_cs)
+    _update_G_ema(run.nets.G_ema, run.nets.G, _ema_beta(o.ema_kimg, o.ema_rampup, o.batch_size, progress.cur_nimg))
+    progress.end_batch(o.batch_size)
+    if run.ada_stats is not None and progress.batch_idx % o.ada_interval == 0:
+        _adapt_augment_p(run)
 
-        # ADA: push p towards the target sign of D's outputs on (augmented) reals.
-        if ada_stats is not None and batch_idx % ada_interval == 0:
-            ada_stats.update()
-            signs = ada_stats["Loss/signs/real"]
-            if np.isfinite(signs):
-                adjust = np.sign(signs - ada_target) * (batch_size * ada_interval) / (ada_kimg * 1000)
-                augment_pipe.p.copy_((augment_pipe.p + adjust).clamp(0, 1))
 
-        done = cur_nimg >= total_kimg * 1000
-        if bar is not None:
-            bar.update(cur_nimg / 1e3, sec_per_kimg)
-        tick_due = cur_tick == 0 or cur_nimg >= tick_start_nimg + kimg_per_tick * 1000
-        if not done and not tick_due:
-            continue
+def _run_phase(run, phase_idx, phase, real_imgs, real_cs):
+    """One optimiser step of one phase: its gradients summed over this process's rounds, averaged
+    over the global batch; a NaN/Inf gradient stops the run before the step."""
+    o, progress = run.opts, run.progress
+    phase.opt.zero_grad(set_to_none=True)
+    phase.module.requires_grad_(True)
+    run.averager.begin()
+    grad_sum = _GradientSum(phase.module, run.rounds)
+    for round_idx in range(run.rounds):
+        seed = derive_seed("round", o.random_seed, progress.batch_idx, phase_idx, o.rank * run.rounds + round_idx)
+        gen_z, gen_c = _round_inputs(seed, o.batch_gpu, run.nets.G.z_dim, run.training_set, run.device)
+        run.loss.accumulate_gradients(phase=phase.name, real_img=real_imgs[round_idx], real_c=real_cs[round_idx],
+                                      gen_z=gen_z, gen_c=gen_c, gain=phase.interval, cur_nimg=progress.cur_nimg)
+        run.averager.end_round()
+        grad_sum.end_round()
+    phase.module.requires_grad_(False)
+    with torch.no_grad():
+        run.averager.end_phase(run.rounds * o.num_gpus)
+        finite = grad_sum.finish(o.num_gpus)
+    if not finite:
+        _diverged(run, "Error: training diverged at kimg %.3f (phase %s): the losses/gradients are NaN or Inf; "
+                       "stopped without writing a snapshot (last good snapshot: %s); lower the learning rate or "
+                       "raise r1_gamma and resume from it"
+                  % (progress.cur_nimg / 1e3, phase.name, run.last_snapshot or "none written yet"))
+    phase.opt.step()
 
-        # ---------------------------------------------------------------- end of a tick
-        tick_end_time = time.time()
-        tick_kimg = (cur_nimg - tick_start_nimg) / 1e3
-        sec_per_kimg = (tick_end_time - tick_start_time) / max(tick_kimg, 1e-8)
-        p_now = float(augment_pipe.p) if augment_pipe is not None else 0.0
-        training_stats.report("Progress/tick", cur_tick)
-        training_stats.report("Progress/kimg", cur_nimg / 1e3)
-        training_stats.report("Progress/augment", p_now)
-        training_stats.report("Timing/total_sec", tick_end_time - start_time)
-        training_stats.report("Timing/sec_per_tick", tick_end_time - tick_start_time)
-        training_stats.report("Timing/sec_per_kimg", sec_per_kimg)
-        training_stats.report("Timing/maintenance_sec", maintenance_time)
-        training_stats.report("Resources/cpu_mem_gb", _cpu_memory_gb())
-        pop_stats = getattr(loss, "pop_stats", None)
-        if callable(pop_stats):
-            for name, value in sorted((pop_stats() or {}).items()):
-                training_stats.report(name, float(value))
-        log("tick %-5d kimg %-8.1f time %-9s sec/tick %-7.1f sec/kimg %-7.2f augment %.3f  %s"
-            % (cur_tick, cur_nimg / 1e3, format_time(tick_end_time - start_time), tick_end_time - tick_start_time,
-               sec_per_kimg, p_now, render_bar(cur_nimg / 1e3, total_kimg, sec_per_kimg)))
 
-        if rank == 0 and image_snapshot_ticks and (done or cur_tick % image_snapshot_ticks == 0):
-            fakes = _generate_images(G_ema, grid_z, grid_c, batch_gpu)
-            save_image_grid(fakes, os.path.join(run_dir, "fakes%06d.png" % (cur_nimg // 1000)), grid_size)
+def _round_inputs(seed, batch_gpu, z_dim, training_set, device):
+    """A round's latents and labels, drawn from the round's own seed; the global RNG is then
+    seeded with it too, for everything random inside the loss, G, D and the augment pipe."""
+    gen = torch.Generator().manual_seed(seed)
+    gen_z = torch.randn([batch_gpu, z_dim], generator=gen).to(device)
+    gen_c = _labels_for(training_set, torch.randint(len(training_set), [batch_gpu], generator=gen)).to(device)
+    torch.manual_seed(seed)
+    return gen_z, gen_c
 
-        snapshot_pkl = None
-        if network_snapshot_ticks and (done or cur_tick % network_snapshot_ticks == 0):
-            # Collective parts first (every rank), then rank 0 writes.
-            loss_state = loss.state_dict() if callable(getattr(loss, "state_dict", None)) else None
-            ada_state = ada_stats.state_dict() if ada_stats is not None else None
-            if rank == 0:
-                # A tick cut short by the end of the run is not finished: a resumed run goes on
-                # with it, so its ticks (and snapshot schedule) are those of an uninterrupted run.
-                state = dict(cur_nimg=cur_nimg, cur_tick=cur_tick + 1 if tick_due else cur_tick, batch_idx=batch_idx,
-                             tick_start_nimg=cur_nimg if tick_due else tick_start_nimg,
-                             batch_size=batch_size, random_seed=random_seed, augment_p=p_now,
-                             optimizers={ph.name[0]: ph.opt.state_dict() for ph in phases if ph.interval == 1},
-                             loss=loss_state, ada_stats=ada_state, rng=dict(torch=torch.get_rng_state()))
-                try:
-                    snapshot_pkl = save_snapshot(snapshot_stem(run_dir, cur_nimg),
-                                                 dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe),
-                                                 to_plain(training_set_kwargs), resume_state=state,
-                                                 construct_kwargs=construct_kwargs)
-                except ValueError as exc:
-                    if "NaN" not in str(exc):
-                        raise
-                    line = "Error: training diverged at kimg %.3f: %s" % (cur_nimg / 1e3, exc)
-                    log(line, stream=sys.stderr)
-                    raise TrainingDiverged(line)
-                last_snapshot = snapshot_pkl
 
-        if metrics and network_snapshot_ticks and (done or (cur_tick % network_snapshot_ticks == 0
-                                                            and not metrics_final_only)):
-            results, quality_lines = _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, rank,
-                                                  num_gpus, run_dir, snapshot_pkl, log)
-            if tensorboard is not None:
-                tensorboard.add_metric_results(results)
+def _ema_beta(ema_kimg, ema_rampup, batch_size, cur_nimg):
+    """G_ema's decay for one batch: half-life ema_kimg, shortened at the start by the ramp-up."""
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
 
-        stats_collector.update()
-        if rank == 0:
-            stats, timestamp = stats_collector.as_dict(), time.time()
-            with open(stats_path, "a") as f:
-                f.write(json.dumps(dict(stats, timestamp=timestamp)) + "\n")
-            tensorboard.write_tick(cur_nimg, stats, timestamp)
 
-        cur_tick += 1
-        tick_start_nimg = cur_nimg
-        tick_start_time = time.time()
-        maintenance_time = tick_start_time - tick_end_time
+@torch.no_grad()
+def _update_G_ema(G_ema, G, beta):
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
 
-    if bar is not None:
-        bar.clear()
-    if tensorboard is not None:
-        tensorboard.close()
-    log("Exiting...")
-    for line in quality_lines:
-        log(line)
-    return EasyDict(cur_nimg=cur_nimg, cur_tick=cur_tick, snapshot=last_snapshot)
+
+def _ada_step(signs, ada_target, batch_size, ada_interval, ada_kimg):
+    """ADA's change of p after ada_interval batches: towards the side where the mean sign of D's
+    outputs on (augmented) reals meets the target, at a pace that could move p by 1 in ada_kimg."""
+    return np.sign(signs - ada_target) * (batch_size * ada_interval) / (ada_kimg * 1000)
+
+
+def _adapt_augment_p(run):
+    o, p = run.opts, run.nets.augment_pipe.p
+    run.ada_stats.update()
+    signs = run.ada_stats["Loss/signs/real"]
+    if np.isfinite(signs):
+        p.copy_((p + _ada_step(signs, o.ada_target, o.batch_size, o.ada_interval, o.ada_kimg)).clamp(0, 1))
+
+
+def _diverged(run, line):
+    run.log(line, stream=sys.stderr)
+    raise TrainingDiverged(line)
+
+
+# ---------------------------------------------------------------------------- the end of a tick
+def _end_tick(run, tick_due, done):
+    """The tick report, the snapshot with its metrics when one is due, the tick's statistics
+    (gathered from every process) on disk; then the next tick starts."""
+    _report_tick(run)
+    _save_snapshot_and_metrics(run, tick_due, done)
+    _write_tick_stats(run)
+    run.progress.end_tick()
+    run.clock.start_tick()
+
+
+def _augment_p(nets):
+    return float(nets.augment_pipe.p) if nets.augment_pipe is not None else 0.0
+
+
+# ---------------------------------------------------------------------------- stage 3: the tick report
+def _report_tick(run):
+    """Time the tick, report its progress, timing and the loss's own statistics, log the tick line."""
+    progress, clock = run.progress, run.clock
+    clock.end_tick((progress.cur_nimg - progress.tick_start_nimg) / 1e3)
+    p_now = _augment_p(run.nets)
+    for name, value in _tick_stats(progress, clock, p_now):
+        training_stats.report(name, value)
+    pop_stats = getattr(run.loss, "pop_stats", None)
+    if callable(pop_stats):
+        for name, value in sorted((pop_stats() or {}).items()):
+            training_stats.report(name, float(value))
+    run.log(_tick_line(progress, clock, p_now, run.opts.total_kimg))
+
+
+def _tick_stats(progress, clock, augment_p):
+    """The Progress/, Timing/ and Resources/ statistics of an ended tick, in report order."""
+    return [("Progress/tick", progress.cur_tick), ("Progress/kimg", progress.cur_nimg / 1e3),
+            ("Progress/augment", augment_p), ("Timing/total_sec", clock.tick_end - clock.start_time),
+            ("Timing/sec_per_tick", clock.tick_end - clock.tick_start), ("Timing/sec_per_kimg", clock.sec_per_kimg),
+            ("Timing/maintenance_sec", clock.maintenance), ("Resources/cpu_mem_gb", _cpu_memory_gb())]
+
+
+def _tick_line(progress, clock, augment_p, total_kimg):
+    kimg, total_sec = progress.cur_nimg / 1e3, clock.tick_end - clock.start_time
+    return ("tick %-5d kimg %-8.1f time %-9s sec/tick %-7.1f sec/kimg %-7.2f augment %.3f  %s"
+            % (progress.cur_tick, kimg, format_time(total_sec), clock.tick_end - clock.tick_start, clock.sec_per_kimg,
+               augment_p, render_bar(kimg, total_kimg, clock.sec_per_kimg)))
+
+
+# ---------------------------------------------------------------------------- stage 4: snapshot + metrics
+def _snapshot_due(every_ticks, cur_tick, done):
+    """Snapshots come every ``every_ticks`` ticks and at the end of the run; never for 0/None."""
+    return bool(every_ticks) and (done or cur_tick % every_ticks == 0)
+
+
+def _save_snapshot_and_metrics(run, tick_due, done):
+    """When due: G_ema's fakes on the image grid, the network snapshot, then its metrics (with
+    metrics_final_only, those of the last snapshot only)."""
+    o = run.opts
+    cur_tick = run.progress.cur_tick
+    if o.rank == 0 and _snapshot_due(o.image_snapshot_ticks, cur_tick, done):
+        fakes = _generate_images(run.nets.G_ema, run.grid.z, run.grid.c, o.batch_gpu)
+        name = "fakes%06d.png" % (run.progress.cur_nimg // 1000)
+        save_image_grid(fakes, os.path.join(o.run_dir, name), run.grid.size)
+    if not _snapshot_due(o.network_snapshot_ticks, cur_tick, done):
+        return
+    snapshot_pkl = _save_network_snapshot(run, tick_due)
+    if o.metrics and (done or not o.metrics_final_only):
+        results, run.quality_lines = _run_metrics(o.metrics, run.nets.G_ema, run.nets.D, o.training_set_kwargs,
+                                                  o.loss_kwargs, run.device, o.rank, o.num_gpus, o.run_dir,
+                                                  snapshot_pkl, run.log)
+        if run.tensorboard is not None:
+            run.tensorboard.add_metric_results(results)
+
+
+def _save_network_snapshot(run, tick_due):
+    """The networks and everything a resumed run needs to continue exactly; returns the .pkl path
+    (None on ranks > 0). A network that holds NaN/Inf stops the run instead."""
+    o, progress = run.opts, run.progress
+    # Collective parts first (every rank), then rank 0 writes.
+    loss_state = run.loss.state_dict() if callable(getattr(run.loss, "state_dict", None)) else None
+    ada_state = run.ada_stats.state_dict() if run.ada_stats is not None else None
+    if o.rank != 0:
+        return None
+    state = _resume_state(progress, tick_due, o.batch_size, o.random_seed, _augment_p(run.nets), run.phases,
+                          loss_state, ada_state)
+    try:
+        snapshot_pkl = save_snapshot(snapshot_stem(o.run_dir, progress.cur_nimg), dict(run.nets),
+                                     to_plain(o.training_set_kwargs), resume_state=state,
+                                     construct_kwargs=run.construct_kwargs)
+    except ValueError as exc:
+        if "NaN" not in str(exc):
+            raise
+        _diverged(run, "Error: training diverged at kimg %.3f: %s" % (progress.cur_nimg / 1e3, exc))
+    run.last_snapshot = snapshot_pkl
+    return snapshot_pkl
+
+
+def _resume_state(progress, tick_due, batch_size, random_seed, augment_p, phases, loss_state, ada_state):
+    """What a snapshot records beside the networks: the progress counters, the run's batch size,
+    seed and ADA p, the main phases' optimiser states (keyed G, D), the loss's and ADA's state and
+    the torch RNG."""
+    return dict(progress.counters_to_resume(tick_due), batch_size=batch_size, random_seed=random_seed,
+                augment_p=augment_p, optimizers={ph.name[0]: ph.opt.state_dict() for ph in phases if ph.interval == 1},
+                loss=loss_state, ada_stats=ada_state, rng=dict(torch=torch.get_rng_state()))
 
 
 def _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, rank, num_gpus, run_dir, snapshot_pkl, log):
@@ -562,3 +735,25 @@ def _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, ra
         values.update(result.get("results", {}))
         lines.append(registry.summary_line(result))
     return values, lines
+
+
+def _write_tick_stats(run):
+    """Every process gathers the tick's statistics (collective); rank 0 appends them to
+    stats.jsonl and TensorBoard."""
+    run.stats.update()
+    if run.opts.rank == 0:
+        stats, timestamp = run.stats.as_dict(), time.time()
+        with open(run.stats_path, "a") as f:
+            f.write(json.dumps(dict(stats, timestamp=timestamp)) + "\n")
+        run.tensorboard.write_tick(run.progress.cur_nimg, stats, timestamp)
+
+
+def _finish(run):
+    if run.bar is not None:
+        run.bar.clear()
+    if run.tensorboard is not None:
+        run.tensorboard.close()
+    run.log("Exiting...")
+    for line in run.quality_lines:
+        run.log(line)
+    return EasyDict(cur_nimg=run.progress.cur_nimg, cur_tick=run.progress.cur_tick, snapshot=run.last_snapshot)
