@@ -125,12 +125,13 @@ def _metrics_epilog():
 @click.option("--gpus", help="Number of processes (GPUs; CPU processes without a GPU)", type=int, default=1,
               metavar="INT", show_default=True)
 @click.option("--verbose", help="Print progress and options", type=bool, default=True, metavar="BOOL", show_default=True)
-@click.option("--detectors", "detectors_dir", help="Folder holding inception-2015-12-05.pt / vgg16.pt (offline) "
+@click.option("--detectors", "detectors_dir", help="Folder holding inception-2015-12-05.pt / vgg16.pt (offline); "
+              "efficientnet-lite0-57934424.pth there replaces the installed package's copy "
               "[default: $%s, else download into the cache]" % detectors.ENV_DETECTORS, metavar="DIR")
 @click.option("--seed", help="Seed of the latents and samples", type=int, default=0, show_default=True)
 @click.option("--num-gen", help="Generated images (path samples for ppl_*) per metric [default: the metric's own, e.g. 50000]", type=int, metavar="INT")
 @click.option("--max-real", help="Real images per metric [default: the metric's own]", type=int, metavar="INT")
-@click.option("--num-images", help="Images for swd / nda_auroc [default: 16384 / 10000]", type=int, metavar="INT")
+@click.option("--num-images", help="Images for swd / nda_auroc [default: %d / 10000]" % registry.SWD_NUM_IMAGES, type=int, metavar="INT")
 def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detectors_dir, seed, num_gen, max_real, num_images):
     """Calculate quality metrics for a training snapshot.
 
