@@ -4,6 +4,7 @@
     python experiments/nda_study.py status
     python experiments/nda_study.py promote                         # once the sweep is finished
     python experiments/nda_study.py report experiments/results/nda-study.jsonl
+    python experiments/nda_study.py rerun experiments/results/nda-study.jsonl --part main --arm baseline --seed 0
 
 The arms, seeds, budgets and metrics are declared in experiments/study_plan.py.
 """
@@ -24,6 +25,7 @@ from experiments.study_results import index_results, read_results  # noqa: E402
 
 DEFAULT_RESULTS = os.path.join("experiments", "results", "nda-study.jsonl")
 DEFAULT_WORKDIR = os.path.join("experiments", "runs")  # ignored by git (runs/)
+DEFAULT_RERUN_WORKDIR = os.path.join(DEFAULT_WORKDIR, "rerun")
 
 
 def _cores():
@@ -87,6 +89,15 @@ def cli():
     """Does NDA help? A resumable multi-seed study with the project's own train.py."""
 
 
+def _stop_on_signals(driver, hint):
+    def on_signal(signum, _frame):
+        click.echo("stopping (signal %d): children get SIGTERM; %s" % (signum, hint), err=True)
+        driver.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
 @cli.command()
 @part_option
 @click.option("--workers", type=int, default=None, metavar="INT", help="Runs at a time [default: the number of cores]")
@@ -116,12 +127,7 @@ def run(parts, workers, results, workdir, plan, dry_run):
     if driver.dirty:
         click.echo("warning: the checkout has uncommitted changes; they are recorded as dirty=true", err=True)
 
-    def on_signal(signum, _frame):
-        click.echo("stopping (signal %d): children get SIGTERM; run again to continue" % signum, err=True)
-        driver.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _stop_on_signals(driver, "run again to continue")
     all_tasks = study_runner.plan_tasks(study, study.part_names(), workdir, driver.promotions)
     outcomes = driver.run(tasks, all_tasks)
     click.echo("finished: %s" % ", ".join("%s %d" % (k, v) for k, v in sorted(outcomes.items())))
@@ -185,6 +191,67 @@ def report(results_file, out):
 
     path = study_report.write_report(results_file, out)
     click.echo("wrote %s" % path)
+
+
+@cli.command()
+@click.argument("results_file", metavar="RESULTS")
+@click.option("--part", required=True, metavar="NAME", help="The run's part")
+@click.option("--arm", required=True, metavar="NAME", help="The run's arm")
+@click.option("--seed", required=True, type=int, metavar="INT", help="The run's seed")
+@click.option("--kimg", type=float, metavar="K", help="Train only up to kimg K (train.py --kimg K) and compare the "
+              "snapshots up to K [default: the whole run]")
+@click.option("--noise-seeds", type=int, default=2, show_default=True, metavar="INT",
+              help="Extra calc_metrics --seed values per snapshot that measure each metric's noise")
+@click.option("--workdir", default=None, metavar="DIR",
+              help="Where the rerun's folder goes [default: %s]" % DEFAULT_RERUN_WORKDIR)
+def rerun(results_file, part, arm, seed, kimg, noise_seeds, workdir):
+    """Retrain one run from scratch with its recorded command and check its recorded metrics (exit 1 when a
+    value is outside the metric's own noise)."""
+    from experiments import study_rerun
+    from experiments.study_runs import run_root
+
+    if not os.path.isfile(results_file):
+        raise click.UsageError("RESULTS: %s is not a file; give a results file such as %s" % (results_file,
+                                                                                              DEFAULT_RESULTS))
+    if noise_seeds < 1:
+        raise click.UsageError("--noise-seeds must be at least 1 (the noise is a spread over seeds), got %d"
+                               % noise_seeds)
+    records, _ = read_results(results_file)
+    try:
+        recorded = study_rerun.RecordedRun(records, part, arm, seed)
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
+    if kimg is not None and not (kimg > 0 and any(k <= kimg for k in recorded.kimgs())):
+        raise click.UsageError("--kimg: %s snapshots at kimg %s; give a K > 0 at or above the first of them"
+                               % (recorded.label(), ", ".join(str(k) for k in recorded.kimgs())))
+    parent = os.path.abspath(run_root(_default(workdir, DEFAULT_RERUN_WORKDIR), part, arm, seed))
+    if _nested(parent, recorded.outdir()):
+        raise click.UsageError("--workdir: the rerun's folder %s would share the recorded run's folder %s; "
+                               "give another --workdir" % (parent, recorded.outdir()))
+    try:
+        root = study_rerun.fresh_folder(parent)
+    except OSError as exc:
+        raise click.UsageError("--workdir: cannot make a folder in %s (%s)" % (parent, exc.strerror or exc))
+    driver = study_runner.Driver(None, os.path.abspath(results_file), parent, 1)
+    _stop_on_signals(driver, "nothing was recorded")
+    try:
+        job = study_rerun.Rerun(recorded, driver, root, kimg=kimg, noise_seeds=noise_seeds)
+        mismatches = job.execute()
+    except (study_rerun.RerunFailed, ValueError) as exc:
+        click.echo("rerun failed: %s" % exc, err=True)
+        sys.exit(1)
+    if mismatches is None:
+        sys.exit(143)
+    if mismatches:
+        click.echo("NOT reproduced: %s" % "; ".join(mismatches), err=True)
+        sys.exit(1)
+    click.echo("reproduced: all %d values within the metric's own noise" % len(job.rows))
+
+
+def _nested(a, b):
+    """One of the two folders is inside the other (or they are the same)."""
+    a, b = os.path.realpath(a), os.path.realpath(b)
+    return os.path.commonpath([a, b]) in (a, b)
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ class Driver:
             if proc.poll() is None:
                 proc.terminate()
 
-    def _spawn(self, argv, log_path=None):
+    def spawn(self, argv, log_path=None):
         """Run ``argv`` (``argv[0]`` is ``python``) from the repository root; ``(rc, output)``,
         with the output also appended to ``log_path`` when given."""
         cmd = [self.python, "-c", _LAUNCH, str(os.getpid())] + list(argv[1:])
@@ -253,7 +253,7 @@ class Driver:
             info["segments"].append(dict(commit=commit, dirty=dirty,
                                          resume=None if latest is None else display_path(latest[1])))
             study_runs.write_json(os.path.join(root, "run.json"), info)
-            rc, output = self._spawn(argv, log_path=os.path.join(root, "train-output.log"))
+            rc, output = self.spawn(argv, log_path=os.path.join(root, "train-output.log"))
             if self._stop.is_set():
                 return None
             if rc != 0:
@@ -301,11 +301,11 @@ class Driver:
                 argv = (["python", "calc_metrics.py", "--network", network, "--metrics", metric.name,
                          "--seed", str(self.study.eval_seed), "--verbose", "false"] + list(metric.options))
                 start = time.time()
-                rc, output = self._spawn(argv)
+                rc, output = self.spawn(argv)
                 wall = time.time() - start
                 if self._stop.is_set():
                     return
-                result = _metric_line(output, metric.name)
+                result = metric_result(output, metric.name)
                 if rc != 0 or result is None:
                     lines = [line for line in output.strip().splitlines() if line.strip()]
                     raise RunFailed("calc_metrics.py %s on %s failed: %s"
@@ -401,7 +401,7 @@ class Driver:
                 % (task.label(), format_duration(seconds), left, format_duration(eta), self.workers))
 
 
-def _metric_line(output, name):
+def metric_result(output, name):
     """calc_metrics.py prints each result as one JSON line; the last one of ``name`` wins."""
     import json
 

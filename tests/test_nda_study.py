@@ -5,6 +5,7 @@ against known values and a report that is the same to the byte when made twice."
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from PIL import Image
 from scipy import stats
 
 from experiments import nda_study, study_plan, study_promote, study_report, study_runner, study_runs
-from experiments import study_stats
+from experiments import study_rerun, study_stats
 from experiments.study_results import append_record, index_results, read_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +59,14 @@ def processes_mentioning(text):
 
 
 # ------------------------------------------------------------------------------ end to end
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds orphaned trainers through /proc (Linux)")
-def test_tiny_study_killed_mid_training_resumes_then_is_not_rerun(tmp_path):
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds orphaned trainers through /proc (Linux)")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The tiny plan's study, killed with SIGKILL mid-training and then run to its end: ``(folder,
+    the finishing driver's CompletedProcess)``."""
+    tmp_path = tmp_path_factory.mktemp("tiny-study")
     (tmp_path / "plan.json").write_text(json.dumps(TINY_PLAN))
     root = tmp_path / "runs" / "tiny" / "baseline" / "seed0"
     first = subprocess.Popen(driver_cmd(tmp_path, "run", "--workers", "2"), cwd=str(tmp_path), env=driver_env(),
@@ -77,9 +84,15 @@ def test_tiny_study_killed_mid_training_resumes_then_is_not_rerun(tmp_path):
         time.sleep(0.1)
     assert not (root / "trained.json").exists()
     assert read_results(str(tmp_path / "results.jsonl")) == ([], 0)
-
     second = subprocess.run(driver_cmd(tmp_path, "run", "--workers", "2"), cwd=str(tmp_path), env=driver_env(),
                             capture_output=True, text=True, timeout=300)
+    return tmp_path, second
+
+
+@needs_proc
+def test_tiny_study_killed_mid_training_resumes_then_is_not_rerun(tiny_study):
+    tmp_path, second = tiny_study
+    root = tmp_path / "runs" / "tiny" / "baseline" / "seed0"
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resume tiny/baseline seed 0 from kimg 0" in second.stdout
     assert "study: 0 runs left" in second.stdout  # the progress line of the last run
@@ -114,6 +127,133 @@ def test_tiny_study_killed_mid_training_resumes_then_is_not_rerun(tmp_path):
 
     status = subprocess.run(driver_cmd(tmp_path, "status"), env=driver_env(), capture_output=True, text=True)
     assert "done: seed 0" in status.stdout and "2 of 2 runs finished, 0 left" in status.stdout
+
+
+def rerun_table(stdout):
+    """The rerun's table as ``{key: {column: cell}}`` (the rows below its ``kimg  metric`` header)."""
+    lines = stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("kimg  metric"))
+    columns = ["kimg", "metric", "key", "recorded", "rerun", "difference", "sd", "tolerance", "verdict"]
+    rows = [dict(zip(columns, line.split())) for line in lines[at + 1:] if line.split()[:2] == ["0", "swd"]]
+    return {row["key"]: row for row in rows}
+
+
+@needs_proc
+def test_rerun_of_a_killed_and_resumed_run_reproduces_it_and_catches_a_tampered_value(tiny_study):
+    tmp_path, _ = tiny_study
+    results = tmp_path / "results.jsonl"
+    recorded = {r["arm"]: r for r in read_results(str(results))[0]}["baseline"]
+    assert recorded["segments"] == 2  # killed after its first snapshot, then resumed
+    before = results.read_bytes()
+
+    def rerun(path):
+        return subprocess.run([sys.executable, DRIVER, "rerun", str(path), "--part", "tiny", "--arm", "baseline",
+                               "--seed", "0", "--workdir", str(tmp_path / "rerun")],
+                              env=driver_env(), capture_output=True, text=True, timeout=300)
+
+    clean = rerun(results)
+    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
+    folder = tmp_path / "rerun" / "tiny" / "baseline" / "seed0" / "rerun-001"
+    assert "rerun:    %s" % recorded["train_command"].replace(
+        str(tmp_path / "runs" / "tiny" / "baseline" / "seed0"), str(folder)) in clean.stdout
+    assert len(study_runs.segments(str(folder))) == 1  # trained in one go
+    # One torch thread, same seed, exact resume: the uninterrupted rerun has the resumed run's networks.
+    assert "kimg 0: networks identical to the recorded snapshot, bit for bit" in clean.stdout
+    table = rerun_table(clean.stdout)
+    assert sorted(table) == ["swd_16", "swd_32", "swd_avg"]
+    for key, row in table.items():
+        assert float(row["rerun"]) == pytest.approx(recorded["results"][key], rel=1e-5)
+        assert row["verdict"] == "ok" and float(row["tolerance"]) > 0  # the seeds' spread: not zero
+    assert "reproduced: all 3 values within the metric's own noise" in clean.stdout
+    assert results.read_bytes() == before  # a rerun records nothing
+
+    # A copy of the results with swd_avg moved by 3 tolerances and swd_16 by half of one.
+    tolerance = {key: float(row["tolerance"]) for key, row in table.items()}
+    lines = [json.loads(line) for line in before.decode().splitlines()]
+    for line in lines:
+        if line["arm"] == "baseline":
+            line["results"]["swd_avg"] += 3 * tolerance["swd_avg"]
+            line["results"]["swd_16"] -= 0.5 * tolerance["swd_16"]
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    caught = rerun(tampered)
+    assert caught.returncode == 1, caught.stdout[-3000:] + caught.stderr[-3000:]
+    assert "NOT reproduced: 1 of 3 values outside the metric's own noise" in caught.stderr
+    table = rerun_table(caught.stdout)
+    assert {key: row["verdict"] for key, row in table.items()} == {"swd_16": "ok", "swd_32": "ok",
+                                                                  "swd_avg": "OUTSIDE"}
+    assert float(table["swd_avg"]["difference"]) == pytest.approx(-3 * tolerance["swd_avg"], rel=1e-3)
+    assert (tmp_path / "rerun" / "tiny" / "baseline" / "seed0" / "rerun-002").is_dir()  # its own fresh folder
+
+
+def test_rerun_commands_change_only_the_output_folder_and_the_length():
+    command = "python train.py --outdir runs/main/baseline/seed0 --seed 3 --kimg 50 --snap 5 --cfg=cpu --nda-lambda=0.25"
+    assert study_rerun.rerun_train_argv(command, "elsewhere") == shlex.split(command.replace(
+        "runs/main/baseline/seed0", "elsewhere"))
+    assert study_rerun.rerun_train_argv(command, "x", kimg=10) == shlex.split(
+        "python train.py --outdir x --seed 3 --kimg 10 --snap 5 --cfg=cpu --nda-lambda=0.25")
+    assert study_rerun.rerun_train_argv(command, "x", kimg=60)[6:8] == ["--kimg", "50"]  # never longer than recorded
+    argv = ["python", "calc_metrics.py", "--network=a b.pt", "--seed", "0"]
+    assert study_rerun.with_option(argv, "--network", "c.pt") == ["python", "calc_metrics.py", "--network=c.pt",
+                                                                    "--seed", "0"]
+    assert study_rerun.option_value(argv, "--seed") == "0" and study_rerun.option_value(argv, "--kimg") is None
+    with pytest.raises(ValueError, match="has no --outdir option"):
+        study_rerun.with_option(["python", "train.py"], "--outdir", "x")
+
+
+def test_the_noise_tolerance_is_two_root_two_standard_deviations():
+    assert study_rerun.noise_tolerance([1.0, 2.0, 3.0]) == pytest.approx(2 * np.sqrt(2))  # sd 1
+    assert study_rerun.noise_tolerance([5.0, 5.0]) == 0.0
+    assert study_rerun.within_noise(10.0, 12.8, 2.83) and not study_rerun.within_noise(10.0, 12.9, 2.83)
+    assert study_rerun.within_noise(float("nan"), float("nan"), 0.0)
+    assert study_rerun.within_noise(float("inf"), float("inf"), 0.0)
+    assert not study_rerun.within_noise(1.0, float("nan"), 1.0)
+
+
+def test_networks_are_compared_tensor_for_tensor(tmp_path):
+    import torch
+    from trainer_helpers import tiny_networks
+    from training import snapshot
+
+    G, D = tiny_networks()
+    snapshot.save_snapshot(str(tmp_path / "a"), dict(G=G, D=D, G_ema=G), {})
+    assert "networks identical to the recorded snapshot, bit for bit" in study_rerun.network_sentence(
+        10, str(tmp_path / "a.pt"), str(tmp_path / "a.pt"))
+    with torch.no_grad():
+        next(D.parameters()).add_(0.25)
+    snapshot.save_snapshot(str(tmp_path / "b"), dict(G=G, D=D, G_ema=G), {})
+    sentence = study_rerun.network_sentence(10, str(tmp_path / "a.pt"), str(tmp_path / "b.pt"))
+    assert "networks differ from the recorded snapshot: 1 of" in sentence and "largest difference 0.25" in sentence
+    assert "not on this machine" in study_rerun.network_sentence(10, str(tmp_path / "gone.pt"), str(tmp_path / "a.pt"))
+
+
+def test_rerun_refuses_bad_requests_in_one_line_before_training(tmp_path):
+    results = tmp_path / "r.jsonl"
+    line = dict(type="metric", part="main", arm="baseline", arm_index=0, baseline_arm="baseline", seed=0, kimg=10,
+                metric="swd", results={"swd_avg": 1.0}, snapshot="runs/x.pt",
+                eval_command="python calc_metrics.py --network runs/x.pt --metrics swd --seed 0",
+                train_command="python train.py --outdir %s --seed 0 --kimg 50" % (tmp_path / "runs" / "main" /
+                                                                                   "baseline" / "seed0"))
+    append_record(str(results), line)
+    base = ["rerun", str(results), "--part", "main", "--arm", "baseline", "--seed", "0",
+            "--workdir", str(tmp_path / "rerun")]
+    cases = [
+        (["rerun", str(tmp_path / "missing.jsonl"), "--part", "main", "--arm", "baseline", "--seed", "0"],
+         "is not a file"),
+        (base[:6] + ["--seed", "1"], "no metric line of main/baseline seed 1 in the results file; it has main/baseline "
+                                     "seed 0"),
+        (base + ["--kimg", "5"], "snapshots at kimg 10; give a K > 0 at or above the first of them"),
+        (base + ["--kimg", "0"], "give a K > 0"),
+        (base + ["--noise-seeds", "0"], "--noise-seeds must be at least 1"),
+        (base[:-1] + [str(tmp_path / "runs")], "would share the recorded run's folder"),
+    ]
+    for args, expect in cases:
+        result = CliRunner().invoke(nda_study.cli, args)
+        assert result.exit_code == 2 and expect in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "rerun").exists()
+    append_record(str(results), dict(line, kimg=20, train_command=line["train_command"] + " --nda=jigsaw"))
+    result = CliRunner().invoke(nda_study.cli, base)
+    assert result.exit_code == 2 and "do not share one recorded train_command" in result.output
 
 
 # ------------------------------------------------------------------------------ results file
