@@ -23,7 +23,7 @@ import time
 
 from experiments import study_runs
 from experiments.study_results import index_results
-from experiments.study_runner import DIVERGED_MARK, REPO, display_path, format_duration, metric_result
+from experiments.study_runner import DIVERGED_MARK, REPO, display_path, format_duration, git_state, metric_result
 
 NOISE_FACTOR = 2 * math.sqrt(2)
 
@@ -132,7 +132,7 @@ class RecordedRun:
 def fresh_folder(parent):
     """``parent/rerun-NNN``, the first number not taken: every rerun starts from an empty folder."""
     os.makedirs(parent, exist_ok=True)
-    for n in range(1, 1000000):
+    for n in range(1, 1000):
         path = os.path.join(parent, "rerun-%03d" % n)
         try:
             os.mkdir(path)
@@ -194,17 +194,17 @@ class Rerun:
         return self.mismatches
 
     def _say_commits(self):
-        from experiments.study_runner import git_state
-
         commit, dirty = git_state()
         recorded = []
         for r in self.run.lines:
             for c in list(r.get("train_commits") or []) + [r.get("commit")]:
                 if c and c not in recorded:
                     recorded.append(c)
-        same = recorded == [commit] and not dirty
-        self.say("code: recorded at %s; this checkout %s%s%s"
-                 % (", ".join(c[:12] for c in recorded) or "an unknown commit", commit[:12],
+        recorded_dirty = any(r.get("dirty") for r in self.run.lines)
+        same = recorded == [commit] and not dirty and not recorded_dirty
+        self.say("code: recorded at %s%s; this checkout %s%s%s"
+                 % (", ".join(c[:12] for c in recorded) or "an unknown commit",
+                    " with uncommitted changes" if recorded_dirty else "", commit[:12],
                     " with uncommitted changes" if dirty else "",
                     "" if same else " (not the same code: a difference may come from the code, not from noise)"))
 
@@ -224,7 +224,8 @@ class Rerun:
             if not recorded_diverged:
                 self.mismatches.append("the rerun diverged; the recorded run did not")
         elif recorded_diverged and not self.truncated:
-            self.mismatches.append("the recorded run diverged (%s); the rerun did not" % self.run.diverged.get("message"))
+            self.mismatches.append("the recorded run diverged (%s); the rerun did not"
+                                   % self.run.diverged.get("message"))
         _, per_kimg = study_runs.train_timing(self.root)
         self.say("trained in %s; s/kimg %s here, %s recorded (timings depend on the machine and its load: "
                  "not compared)" % (format_duration(time.time() - start), _num(per_kimg),
@@ -246,8 +247,9 @@ class Rerun:
             result = metric_result(output, line["metric"])
             if rc != 0 or result is None:
                 tail = [x for x in output.strip().splitlines() if x.strip()]
+                last = tail[-1] if tail else "exit code %d" % rc
                 raise RerunFailed("calc_metrics.py %s --seed %d on %s failed: %s"
-                                  % (line["metric"], s, display_path(network), tail[-1] if tail else "exit code %d" % rc))
+                                  % (line["metric"], s, display_path(network), last))
             found.append(result["results"])
         return found
 

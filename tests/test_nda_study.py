@@ -187,7 +187,8 @@ def test_rerun_of_a_killed_and_resumed_run_reproduces_it_and_catches_a_tampered_
 
 
 def test_rerun_commands_change_only_the_output_folder_and_the_length():
-    command = "python train.py --outdir runs/main/baseline/seed0 --seed 3 --kimg 50 --snap 5 --cfg=cpu --nda-lambda=0.25"
+    command = ("python train.py --outdir runs/main/baseline/seed0 --seed 3 --kimg 50 --snap 5 --cfg=cpu "
+               "--nda-lambda=0.25")
     assert study_rerun.rerun_train_argv(command, "elsewhere") == shlex.split(command.replace(
         "runs/main/baseline/seed0", "elsewhere"))
     assert study_rerun.rerun_train_argv(command, "x", kimg=10) == shlex.split(
