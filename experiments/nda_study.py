@@ -198,8 +198,8 @@ def report(results_file, out):
 @click.option("--part", required=True, metavar="NAME", help="The run's part")
 @click.option("--arm", required=True, metavar="NAME", help="The run's arm")
 @click.option("--seed", required=True, type=int, metavar="INT", help="The run's seed")
-@click.option("--kimg", type=float, metavar="K", help="Train only up to kimg K (train.py --kimg K) and compare the "
-              "snapshots up to K [default: the whole run]")
+@click.option("--kimg", type=float, metavar="K", help="Check only the snapshots up to kimg K, ending train.py once "
+              "they are final [default: the whole run]")
 @click.option("--noise-seeds", type=int, default=2, show_default=True, metavar="INT",
               help="Extra calc_metrics --seed values per snapshot that measure each metric's noise")
 @click.option("--workdir", default=None, metavar="DIR",
@@ -221,8 +221,8 @@ def rerun(results_file, part, arm, seed, kimg, noise_seeds, workdir):
         recorded = study_rerun.RecordedRun(records, part, arm, seed)
     except ValueError as exc:
         raise click.UsageError(str(exc))
-    if kimg is not None and not (kimg > 0 and any(k <= kimg for k in recorded.kimgs())):
-        raise click.UsageError("--kimg: %s snapshots at kimg %s; give a K > 0 at or above the first of them"
+    if kimg is not None and not any(k <= kimg for k in recorded.kimgs()):
+        raise click.UsageError("--kimg: %s has recorded snapshots at kimg %s; give a K at or above the first of them"
                                % (recorded.label(), ", ".join(str(k) for k in recorded.kimgs())))
     parent = os.path.abspath(run_root(_default(workdir, DEFAULT_RERUN_WORKDIR), part, arm, seed))
     if _nested(parent, recorded.outdir()):

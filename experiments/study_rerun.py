@@ -1,8 +1,11 @@
 """Rerun one run of the study from scratch and check that it reproduces its recorded metrics.
 
 The rerun trains with the run's recorded ``train.py`` command in a folder of its own (only
-``--outdir`` changes, and ``--kimg`` when asked to stop early), scores each recorded snapshot with
-the recorded ``calc_metrics.py`` command (only ``--network`` changes) and compares the numbers.
+``--outdir`` changes), scores each recorded snapshot with the recorded ``calc_metrics.py`` command
+(only ``--network`` changes) and compares the numbers. Asked to check only the snapshots up to
+some kimg, it ends the trainer once they are final (a tick past the next whole kimg), rather than
+changing ``--kimg``: train.py's ticks start after the first batch, so a snapshot "at kimg 10" holds
+10016 images at batch 16, and a run told ``--kimg 10`` would stop 16 images short of it.
 
 "Within the metric's own noise" is defined here and nowhere else (``noise_tolerance``): a metric
 of one fixed network still moves with ``calc_metrics.py --seed`` (other latents, other real images
@@ -19,6 +22,7 @@ import math
 import os
 import shlex
 import statistics
+import threading
 import time
 
 from experiments import study_runs
@@ -74,12 +78,9 @@ def with_option(argv, name, value):
     return out
 
 
-def rerun_train_argv(train_command, outdir, kimg=None):
-    """The recorded train command with another ``--outdir`` (and ``--kimg`` when it stops earlier)."""
-    argv = with_option(shlex.split(train_command), "--outdir", outdir)
-    if kimg is not None and kimg < float(option_value(argv, "--kimg")):
-        argv = with_option(argv, "--kimg", "%g" % kimg)
-    return argv
+def rerun_train_argv(train_command, outdir):
+    """The recorded train command with another ``--outdir``."""
+    return with_option(shlex.split(train_command), "--outdir", outdir)
 
 
 def repo_path(path):
@@ -153,8 +154,10 @@ class Rerun:
         self.run, self.driver, self.root = run, driver, root
         self.noise_seeds = noise_seeds
         self.lines = [r for r in run.lines if kimg is None or int(r["kimg"]) <= kimg]
-        self.train_argv = rerun_train_argv(run.train_command, display_path(root), kimg)
-        self.truncated = kimg is not None and kimg < run.recorded_kimg()
+        self.train_argv = rerun_train_argv(run.train_command, display_path(root))
+        last = max(int(r["kimg"]) for r in self.lines)
+        # Snapshots named `last` are final once a tick has reached kimg last + 1.
+        self.stop_at = last + 1 if kimg is not None and last + 1 <= run.recorded_kimg() else None
         self.mismatches = []  # what was not reproduced, one line each
         self.rows = []  # the table: one row per recorded number
 
@@ -164,7 +167,7 @@ class Rerun:
     def execute(self):
         """Train, compare, print the table; returns the list of what was not reproduced (None when stopped)."""
         kimgs = sorted({int(r["kimg"]) for r in self.lines})
-        self.say("rerun of %s: snapshot(s) at kimg %s, %d metric line(s)"
+        self.say("rerun of %s: snapshot(s) at kimg %s; %d metric line(s)"
                  % (self.run.label(), ", ".join(map(str, kimgs)), len(self.lines)))
         self.say("recorded: %s" % self.run.train_command)
         self.say("rerun:    %s" % study_runs.command_text(self.train_argv))
@@ -209,21 +212,39 @@ class Rerun:
                     "" if same else " (not the same code: a difference may come from the code, not from noise)"))
 
     def _train(self):
-        """Run train.py; ``{kimg: path of .pt}`` of the snapshots it wrote (None when stopped)."""
+        """Run train.py (ended early once ``stop_at`` is reached); ``{kimg: path of .pt}`` of the
+        snapshots it wrote (None when stopped)."""
         start = time.time()
-        rc, output = self.driver.spawn(self.train_argv, log_path=os.path.join(self.root, "train-output.log"))
+        outcome = {}
+
+        def train():
+            outcome["rc"], outcome["output"] = self.driver.spawn(
+                self.train_argv, log_path=os.path.join(self.root, "train-output.log"))
+
+        trainer = threading.Thread(target=train, daemon=True)
+        trainer.start()
+        ended_early = False
+        while trainer.is_alive():
+            trainer.join(timeout=0.5)
+            if self.stop_at is not None and not ended_early and study_runs.trained_kimg(self.root) >= self.stop_at:
+                ended_early = True
+                self.driver.end_children()
         if self.driver.stopped:
             return None
+        rc, output = outcome["rc"], outcome["output"]
         lines = [x for x in output.strip().splitlines() if x.strip()]
         rerun_diverged = rc != 0 and DIVERGED_MARK in output
-        if rc != 0 and not rerun_diverged:
+        if rc != 0 and not rerun_diverged and not ended_early:
             raise RerunFailed("train.py exited with %d: %s" % (rc, lines[-1] if lines else "no output"))
+        if ended_early:
+            self.say("ended train.py after its tick at kimg %g (the snapshots up to kimg %d are final)"
+                     % (study_runs.trained_kimg(self.root), self.stop_at - 1))
         recorded_diverged = self.run.diverged is not None
         if rerun_diverged:
             self.say("diverged: %s (%s)" % (lines[-1], "as recorded" if recorded_diverged else "NOT as recorded"))
             if not recorded_diverged:
                 self.mismatches.append("the rerun diverged; the recorded run did not")
-        elif recorded_diverged and not self.truncated:
+        elif recorded_diverged and not ended_early:
             self.mismatches.append("the recorded run diverged (%s); the rerun did not"
                                    % self.run.diverged.get("message"))
         _, per_kimg = study_runs.train_timing(self.root)

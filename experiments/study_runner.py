@@ -184,6 +184,10 @@ class Driver:
     def stop(self):
         """Stop soon: running children get SIGTERM; nothing new starts."""
         self._stop.set()
+        self.end_children()
+
+    def end_children(self):
+        """SIGTERM to the running children (a rerun ends its trainer early this way)."""
         with self._lock:
             children = list(self._children)
         for proc in children:

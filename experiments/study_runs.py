@@ -83,6 +83,23 @@ def command_text(argv):
     return shlex.join(["python"] + list(argv[1:]))
 
 
+def trained_kimg(root):
+    """The kimg of the last tick that any segment in ``root`` logged to its stats.jsonl (0.0 before
+    the first). train.py writes a tick's line after that tick's snapshot."""
+    last = 0.0
+    for seg in segments(root):
+        try:
+            with open(os.path.join(seg, "stats.jsonl")) as f:
+                for line in f:
+                    try:
+                        last = max(last, float(json.loads(line)["Progress/kimg"]["mean"]))
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a line cut by a kill, or one without the key
+        except OSError:
+            continue
+    return last
+
+
 def train_timing(root):
     """``(wall seconds, median s/kimg)`` from the segments' stats.jsonl.
 

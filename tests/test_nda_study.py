@@ -162,7 +162,7 @@ def test_rerun_of_a_killed_and_resumed_run_reproduces_it_and_catches_a_tampered_
     table = rerun_table(clean.stdout)
     assert sorted(table) == ["swd_16", "swd_32", "swd_avg"]
     for key, row in table.items():
-        assert float(row["rerun"]) == pytest.approx(recorded["results"][key], rel=1e-5)
+        assert float(row["rerun"]) == pytest.approx(recorded["results"][key], rel=1e-5) and row["difference"] == "+0"
         assert row["verdict"] == "ok" and float(row["tolerance"]) > 0  # the seeds' spread: not zero
     assert "reproduced: all 3 values within the metric's own noise" in clean.stdout
     assert results.read_bytes() == before  # a rerun records nothing
@@ -186,14 +186,69 @@ def test_rerun_of_a_killed_and_resumed_run_reproduces_it_and_catches_a_tampered_
     assert (tmp_path / "rerun" / "tiny" / "baseline" / "seed0" / "rerun-002").is_dir()  # its own fresh folder
 
 
-def test_rerun_commands_change_only_the_output_folder_and_the_length():
+# A stand-in train.py: a tick every 2 kimg after the first batch (as the cpu preset at batch 16),
+# a snapshot every 5 ticks whose file holds its kimg, the tick's stats line after the snapshot.
+FAKE_TRAIN = """
+import json, os, sys, time
+seg = os.path.join(sys.argv[sys.argv.index("--outdir") + 1], "00000-fake")
+os.makedirs(seg)
+for tick in range(26):
+    kimg = min(0.016 + 2 * tick, 50.0)
+    if tick % 5 == 0 or kimg == 50.0:
+        with open(os.path.join(seg, "network-snapshot-%06d.pt" % int(kimg)), "w") as f:
+            f.write(str(int(kimg)))
+    with open(os.path.join(seg, "stats.jsonl"), "a") as f:
+        f.write(json.dumps({"Progress/tick": {"mean": tick}, "Progress/kimg": {"mean": kimg},
+                            "Timing/sec_per_kimg": {"mean": 0.1}, "Timing/total_sec": {"mean": 0.2 * tick}}) + "\\n")
+    time.sleep(0.2)
+"""
+# A stand-in calc_metrics.py: 10 x the snapshot's kimg plus the evaluation seed (SD 1 over seeds 0, 1, 2).
+FAKE_METRIC = """
+import json, sys
+net, seed = sys.argv[sys.argv.index("--network") + 1], int(sys.argv[sys.argv.index("--seed") + 1])
+print(json.dumps({"metric": "fake", "results": {"fake_value": 10 * int(open(net).read()) + seed}}))
+"""
+
+
+def test_rerun_up_to_a_kimg_ends_the_trainer_once_those_snapshots_are_final(tmp_path):
+    (tmp_path / "train.py").write_text(FAKE_TRAIN)
+    (tmp_path / "metric.py").write_text(FAKE_METRIC)
+    results = tmp_path / "results.jsonl"
+    for kimg, value in [(0, 0.0), (10, 100.0), (20, 200.0), (50, 500.0)]:
+        append_record(str(results), dict(
+            type="metric", part="p", arm="a", arm_index=0, baseline_arm="a", seed=0, kimg=kimg, metric="fake",
+            results={"fake_value": value}, snapshot="runs/gone-%d.pt" % kimg, s_per_kimg=0.1,
+            train_command="python %s --outdir %s --seed 0 --kimg 50" % (tmp_path / "train.py", tmp_path / "runs"),
+            eval_command="python %s --network runs/gone.pt --metrics fake --seed 0" % (tmp_path / "metric.py")))
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text(results.read_text().replace('"fake_value": 100.0', '"fake_value": 103.0'))
+
+    def rerun(path):
+        return subprocess.run([sys.executable, DRIVER, "rerun", str(path), "--part", "p", "--arm", "a", "--seed", "0",
+                               "--kimg", "15", "--workdir", str(tmp_path / "rerun")],
+                              env=driver_env(), capture_output=True, text=True, timeout=120)
+
+    clean = rerun(results)
+    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
+    folder = tmp_path / "rerun" / "p" / "a" / "seed0" / "rerun-001"
+    # Snapshot 10 (at 10.016 kimg) is final once a tick reaches kimg 11: the trainer is ended soon after.
+    assert 11 <= study_runs.trained_kimg(str(folder)) <= 20
+    assert "ended train.py after its tick at kimg" in clean.stdout
+    assert sorted(study_runs.snapshots(str(folder))) in ([0, 10], [0, 10, 20])
+    assert "snapshot(s) at kimg 0, 10; 2 metric line(s)" in clean.stdout and "not on this machine" in clean.stdout
+    rows = [line.split() for line in clean.stdout.splitlines() if line.split()[1:3] == ["fake", "fake_value"]]
+    assert [(r[0], r[4], r[5], r[6], r[7], r[8]) for r in rows] == [("0", "0", "+0", "1", "2.828", "ok"),
+                                                                    ("10", "100", "+0", "1", "2.828", "ok")]
+    caught = rerun(tampered)
+    assert caught.returncode == 1 and "NOT reproduced: 1 of 2 values outside the metric's own noise" in caught.stderr
+    assert "10    fake    fake_value  103       100    -3          1         2.828      OUTSIDE" in caught.stdout
+
+
+def test_rerun_commands_change_only_the_output_folder_or_the_network():
     command = ("python train.py --outdir runs/main/baseline/seed0 --seed 3 --kimg 50 --snap 5 --cfg=cpu "
                "--nda-lambda=0.25")
     assert study_rerun.rerun_train_argv(command, "elsewhere") == shlex.split(command.replace(
         "runs/main/baseline/seed0", "elsewhere"))
-    assert study_rerun.rerun_train_argv(command, "x", kimg=10) == shlex.split(
-        "python train.py --outdir x --seed 3 --kimg 10 --snap 5 --cfg=cpu --nda-lambda=0.25")
-    assert study_rerun.rerun_train_argv(command, "x", kimg=60)[6:8] == ["--kimg", "50"]  # never longer than recorded
     argv = ["python", "calc_metrics.py", "--network=a b.pt", "--seed", "0"]
     assert study_rerun.with_option(argv, "--network", "c.pt") == ["python", "calc_metrics.py", "--network=c.pt",
                                                                     "--seed", "0"]
@@ -243,8 +298,7 @@ def test_rerun_refuses_bad_requests_in_one_line_before_training(tmp_path):
          "is not a file"),
         (base[:6] + ["--seed", "1"], "no metric line of main/baseline seed 1 in the results file; it has main/baseline "
                                      "seed 0"),
-        (base + ["--kimg", "5"], "snapshots at kimg 10; give a K > 0 at or above the first of them"),
-        (base + ["--kimg", "0"], "give a K > 0"),
+        (base + ["--kimg", "5"], "has recorded snapshots at kimg 10; give a K at or above the first of them"),
         (base + ["--noise-seeds", "0"], "--noise-seeds must be at least 1"),
         (base[:-1] + [str(tmp_path / "runs")], "would share the recorded run's folder"),
     ]
