@@ -1,6 +1,6 @@
 """experiments/nda_study.py, the NDA study driver: a tiny study run end to end through the CLI
-(killed with SIGKILL mid-training, resumed, not rerun once finished), the results file's
-tolerance of cut lines, the run-folder logic, the plan table, the promotion step, the statistics
+(killed with SIGKILL mid-training, resumed, not rerun once finished), `rerun` reproducing its
+resumed run bit for bit and catching a tampered value, the results file's tolerance of cut lines, the run-folder logic, the plan table, the promotion step, the statistics
 against known values and a report that is the same to the byte when made twice."""
 
 import json
