@@ -214,3 +214,18 @@ def test_records_can_only_build_network_classes(tmp_path):
     with pytest.raises(ValueError, match="names 'training.util.construct_class_by_name', which is not a network class"):
         snapshot.load_network_file(str(tmp_path / "evil.pt"))
     assert not marker.exists()
+
+
+def test_snapshot_names_keep_whole_kimg_and_never_collide(tmp_path):
+    G, D = tiny_networks()
+    names = []
+    for nimg in (8, 500, 1032, 1500, 1999, 2000):
+        stem = snapshot.snapshot_stem(str(tmp_path), nimg)
+        snapshot.save_snapshot(stem, dict(G=G, D=D, G_ema=G), {}, resume_state=dict(cur_nimg=nimg))
+        names.append(os.path.basename(stem))
+    assert names == ["network-snapshot-000000", "network-snapshot-000000_500", "network-snapshot-000001",
+                     "network-snapshot-000001_500", "network-snapshot-000001_999", "network-snapshot-000002"]
+    found = snapshot.list_snapshots(str(tmp_path))
+    assert [kimg for kimg, _ in found] == [0, 0, 1, 1, 1, 2]
+    assert [snapshot.load_network_file(p).resume_state["cur_nimg"] for _, p in found] == [8, 500, 1032, 1500, 1999, 2000]
+    assert [os.path.basename(p) for _, p in found] == sorted(n + ".pt" for n in names)  # names sort in training order

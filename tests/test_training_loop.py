@@ -59,7 +59,7 @@ def test_run_folder_files_and_loss_hooks(tmp_path):
     files = set(os.listdir(tmp_path))
     assert {"reals.png", "fakes_init.png", "flipped.png", "log.txt", "stats.jsonl"} <= files
     assert {"fakes000000.png", "network-snapshot-000000.pkl", "network-snapshot-000000.pt"} <= files
-    assert result.cur_nimg == 64 and result.snapshot == str(tmp_path / "network-snapshot-000000.pkl")
+    assert result.cur_nimg == 64 and result.snapshot == str(tmp_path / "network-snapshot-000000_064.pkl")
     lines = [json.loads(line) for line in open(tmp_path / "stats.jsonl")]
     assert len(lines) == 3  # tick 0 after the first batch, then one per 0.032 kimg
     # 8 batches: Gmain 2 rounds each (16), Greg every 4th (4), Dmain (16), Dreg every 4th (4).
@@ -69,6 +69,17 @@ def test_run_folder_files_and_loss_hooks(tmp_path):
         assert name in seen, sorted(seen)
     log = open(tmp_path / "log.txt").read()
     assert "tick 2" in log and "kimg" in log and "s/kimg" in log and "ETA" in log
+
+
+def test_snapshots_of_a_fractional_kimg_run_never_overwrite_each_other(tmp_path):
+    training_loop(**tiny_config(tmp_path))  # 0.064 kimg, a snapshot every 0.032 kimg tick
+    found = snapshot.list_snapshots(str(tmp_path))
+    names = [os.path.basename(path) for _kimg, path in found]
+    # The first keeps the host's whole-kimg name; the later ones in that kimg add their images.
+    assert names == ["network-snapshot-000000.pt", "network-snapshot-000000_040.pt", "network-snapshot-000000_064.pt"]
+    nimgs = [snapshot.load_network_file(path).resume_state["cur_nimg"] for _kimg, path in found]
+    assert nimgs == [8, 40, 64]
+    assert snapshot.latest_snapshot(str(tmp_path)).endswith("network-snapshot-000000_064.pt")
 
 
 NDA_LOSSES = {
@@ -108,14 +119,14 @@ def test_nan_loss_stops_without_overwriting_the_last_snapshot(tmp_path, capsys):
                     kimg_per_tick=0.016, total_kimg=0.128)
     with pytest.raises(TrainingDiverged):
         training_loop(**c)
-    pt = tmp_path / "network-snapshot-000000.pt"
-    good = pt.read_bytes()
-    data = snapshot.load_network_file(str(pt))
+    pt = snapshot.latest_snapshot(str(tmp_path))
+    good = open(pt, "rb").read()
+    data = snapshot.load_network_file(pt)
     assert data.resume_state["cur_nimg"] < 64 + 8
     lines = [line for line in open(tmp_path / "log.txt") if "diverged" in line]
     assert len(lines) == 1 and "NaN" in lines[0] and "Gmain" in lines[0]
     assert "diverged" in capsys.readouterr().err
-    assert pt.read_bytes() == good
+    assert open(pt, "rb").read() == good
 
 
 KILL_SCRIPT = """

@@ -1,5 +1,10 @@
 """Network snapshots: ``network-snapshot-NNNNNN.pkl`` + ``network-snapshot-NNNNNN.pt``.
 
+``NNNNNN`` is the whole kimg, as in stylegan2-ada-pytorch; a later snapshot of the same run
+within the same kimg (short runs with fractional ``--kimg`` or ticks) adds the images past it:
+``network-snapshot-000000_064`` is 64 images, ``network-snapshot-000004_500`` 4.5 kimg. Names
+sort in training order and never collide within a run.
+
 - ``.pkl``: stylegan2-ada-pytorch's format, a pickle of ``dict(G, D, G_ema, augment_pipe,
   training_set_kwargs)`` in which each network is a recipe naming only the host's public classes
   (``training.networks.Generator``, ...; see training.network_pickle). NVIDIA's
@@ -33,7 +38,7 @@ from training.util import EasyDict, get_obj_by_name, to_easydict, to_plain
 FORMAT = "nda-stylegan-snapshot"
 FORMAT_VERSION = 1
 NETWORK_NAMES = ("G", "D", "G_ema", "augment_pipe")
-SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)\.(pkl|pt)$")
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)(?:_(\d{3}))?\.(pkl|pt)$")
 # What a .pkl may reference: the host's public network classes, and torch / functools /
 # collections for tensors and the recipes. Names of ours that NVIDIA's checkout lacks
 # (training.networks_generator, nda_stylegan, test modules) are refused.
@@ -44,17 +49,26 @@ NETWORK_CLASS_ROOTS = ("training",)
 
 
 def snapshot_stem(run_dir, cur_nimg):
-    return os.path.join(run_dir, "network-snapshot-%06d" % (cur_nimg // 1000))
+    """Path without extension of the snapshot at ``cur_nimg`` images: the host's whole-kimg name,
+    unless an earlier snapshot of this run already holds it (then the images past it are added)."""
+    kimg, extra = divmod(int(cur_nimg), 1000)
+    stem = os.path.join(run_dir, "network-snapshot-%06d" % kimg)
+    if any(os.path.exists(stem + ext) for ext in (".pkl", ".pt")):
+        stem += "_%03d" % extra
+    return stem
 
 
 def list_snapshots(run_dir):
-    """Sorted ``[(kimg, path_of_pt)]`` of the complete snapshots (a .pt exists) in ``run_dir``."""
+    """``[(kimg, path_of_pt)]`` of the complete snapshots (a .pt exists) in ``run_dir``, in training
+    order (``kimg`` is the whole kimg of the name)."""
     found = []
     for name in os.listdir(run_dir):
         m = SNAPSHOT_RE.match(name)
-        if m and m.group(2) == "pt":
-            found.append((int(m.group(1)), os.path.join(run_dir, name)))
-    return sorted(found)
+        if m and m.group(3) == "pt":
+            # The plain name is the first snapshot of its kimg: it sorts before the suffixed ones.
+            order = (int(m.group(1)), -1 if m.group(2) is None else int(m.group(2)))
+            found.append((order, os.path.join(run_dir, name)))
+    return [(order[0], path) for order, path in sorted(found)]
 
 
 def latest_snapshot(run_dir):
