@@ -11,6 +11,13 @@ features). Where a file is looked for, in order:
 2. the download cache (``cache_dir``, default ``$NDA_STYLEGAN_METRICS_CACHE/detectors`` or
    ``~/.cache/nda_stylegan/metrics/detectors``);
 3. a download from the published URL into that cache (atomic, size- and format-checked).
+
+Every file is checked wherever it comes from: a TorchScript archive of plausible size, the
+published sha256 where one is known, and a ``forward()`` that takes the keywords the metrics
+pass. Test stand-ins (random weights, ``tests/standin_detectors.py``) have their own file names
+(``standin-*.pt``) and a marker inside the archive: they are read only when
+``NDA_STYLEGAN_STANDIN_DETECTORS=1`` and refused under the published names otherwise, and every
+metric result records the file name and sha256 of the detector it used.
 """
 
 import collections
@@ -21,6 +28,7 @@ import os
 import urllib.error
 import urllib.request
 import warnings
+import zipfile
 
 import torch
 
@@ -28,20 +36,30 @@ from nda_stylegan.fileio import atomic_write
 
 ENV_DETECTORS = "NDA_STYLEGAN_DETECTORS"
 ENV_CACHE = "NDA_STYLEGAN_METRICS_CACHE"
+ENV_STANDINS = "NDA_STYLEGAN_STANDIN_DETECTORS"  # "1": read test stand-ins instead of the real files
+STANDIN_PREFIX = "standin-"
+STANDIN_MARKER = "nda_stylegan_standin"  # an extra file that only stand-in archives hold
 _CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
 
-DetectorSpec = collections.namedtuple("DetectorSpec", "name filename url min_bytes sha256")
+DetectorSpec = collections.namedtuple("DetectorSpec", "name filename url min_bytes sha256 call_keywords standin",
+                                      defaults=((), False))
 DetectorSpec.__doc__ = """Where a detector comes from and what a good copy looks like
-(``min_bytes``: smallest plausible size; ``sha256``: expected digest, or None when unpublished)."""
+(``min_bytes``: smallest plausible size; ``sha256``: expected digest, or None when unpublished;
+``call_keywords``: keywords the metrics pass to ``forward()``; ``standin``: a test stand-in)."""
 
-# Both published files are tens of megabytes; a few hundred bytes means an error page.
-INCEPTION = DetectorSpec("inception", "inception-2015-12-05.pt", _CDN + "inception-2015-12-05.pt",
-                         10 * 2 ** 20, None)
-VGG16 = DetectorSpec("vgg16", "vgg16.pt", _CDN + "vgg16.pt", 10 * 2 ** 20, None)
+# Both published files are tens of megabytes; a few hundred bytes means an error page. The
+# Inception digest is the one other projects verify downloads of this URL against (e.g.
+# crowsonkb/k-diffusion, k_diffusion/evaluation.py); none is published for vgg16.pt.
+INCEPTION = DetectorSpec("inception", "inception-2015-12-05.pt", _CDN + "inception-2015-12-05.pt", 10 * 2 ** 20,
+                         "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
+                         ("return_features", "no_output_bias"))
+VGG16 = DetectorSpec("vgg16", "vgg16.pt", _CDN + "vgg16.pt", 10 * 2 ** 20, None,
+                     ("return_features", "resize_images", "return_lpips"))
 DETECTORS = {spec.name: spec for spec in (INCEPTION, VGG16)}
 
 _ZIP_MAGIC = b"PK\x03\x04"  # TorchScript files are zip archives
 _loaded = {}  # (path, mtime, device) -> module
+_digests = {}  # (path, mtime, size) -> sha256
 
 
 class DetectorUnavailableError(ValueError):
@@ -53,12 +71,23 @@ def default_cache_dir():
     return os.path.join(root, "detectors")
 
 
+def standins_enabled():
+    return os.environ.get(ENV_STANDINS, "") == "1"
+
+
+def standin_spec(spec):
+    """The test stand-in of ``spec``: its own file name, no URL, no size or digest to meet."""
+    return spec._replace(filename=STANDIN_PREFIX + spec.filename, url=None, min_bytes=0, sha256=None, standin=True)
+
+
 def get_spec(name_or_spec):
+    """The spec of a detector name (its stand-in's when stand-ins are enabled); a spec as given."""
     if isinstance(name_or_spec, DetectorSpec):
         return name_or_spec
     if name_or_spec not in DETECTORS:
         raise ValueError("unknown detector %r; known: %s" % (name_or_spec, ", ".join(sorted(DETECTORS))))
-    return DETECTORS[name_or_spec]
+    spec = DETECTORS[name_or_spec]
+    return standin_spec(spec) if standins_enabled() else spec
 
 
 def _how_to_provide(spec, cache_dir):
@@ -66,18 +95,46 @@ def _how_to_provide(spec, cache_dir):
             "or into %s" % (spec.url, spec.filename, ENV_DETECTORS, cache_dir))
 
 
+def _fix(spec):
+    """How to get a good copy of ``spec``'s file."""
+    if spec.standin:
+        return "write the stand-ins with tests/standin_detectors.py (or unset %s to use the real files)" % ENV_STANDINS
+    return "replace it with a fresh copy of %s" % spec.url
+
+
+def file_sha256(path):
+    """sha256 of a file, hashed once per path, mtime and size."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _digests:
+        _digests[key] = _sha256_of(path)
+    return _digests[key]
+
+
 def check_detector_file(path, spec):
     """Raise ValueError when ``path`` cannot be a good copy of ``spec``'s file."""
-    size = os.path.getsize(path)
-    if size < spec.min_bytes:
-        raise ValueError("%s has %d bytes, fewer than the %d a real %s has" % (path, size, spec.min_bytes, spec.filename))
     with open(path, "rb") as f:
         if f.read(4) != _ZIP_MAGIC:
             raise ValueError("%s is not a TorchScript archive (no zip header)" % path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError("%s is not a readable TorchScript archive (%s)" % (path, exc))
+    marked = any(name.endswith("/extra/" + STANDIN_MARKER) for name in names)
+    if marked and not spec.standin:
+        raise ValueError("%s is a test stand-in with random weights, not the published %s" % (path, spec.filename))
+    if spec.standin and not marked:
+        raise ValueError("%s is not a test stand-in (no %s marker inside)" % (path, STANDIN_MARKER))
+    size = os.path.getsize(path)
+    if size < spec.min_bytes:
+        raise ValueError("%s has %d bytes, fewer than the %d a real %s has" % (path, size, spec.min_bytes, spec.filename))
     if spec.sha256 is not None:
-        digest = _sha256_of(path)
+        digest = file_sha256(path)
         if digest != spec.sha256:
-            raise ValueError("%s has sha256 %s, expected %s" % (path, digest, spec.sha256))
+            raise ValueError("%s has sha256 %s, expected %s (the published file's)" % (path, digest, spec.sha256))
+    elif not any("/code/" in name for name in names):
+        raise ValueError("%s is a zip archive but not TorchScript (it holds no code/)" % path)
 
 
 def _sha256_of(path):
@@ -114,10 +171,18 @@ def find_detector_file(name_or_spec, detectors_dir=None, cache_dir=None, downloa
         path = os.path.join(offline_dir, spec.filename)
         if not os.path.isfile(path):
             source = "--detectors" if detectors_dir else ENV_DETECTORS
-            raise DetectorUnavailableError(
-                "detector file %s not found in %s (from %s); download it from %s into that folder"
-                % (spec.filename, offline_dir, source, spec.url))
+            where = ("write the stand-ins with tests/standin_detectors.py" if spec.standin
+                     else "download it from %s" % spec.url)
+            raise DetectorUnavailableError("detector file %s not found in %s (from %s); %s into that folder"
+                                           % (spec.filename, offline_dir, source, where))
+        try:
+            check_detector_file(path, spec)
+        except ValueError as exc:
+            raise DetectorUnavailableError("detector file %s; %s" % (exc, _fix(spec)))
         return path
+    if spec.standin:
+        raise DetectorUnavailableError("stand-in detectors (%s=1) are read only from a folder given by --detectors DIR "
+                                       "or %s=DIR; %s" % (ENV_STANDINS, ENV_DETECTORS, _fix(spec)))
     path = os.path.join(cache_dir, spec.filename)
     if os.path.isfile(path):
         try:
@@ -161,10 +226,29 @@ def load_detector(name_or_spec, device="cpu", detectors_dir=None, cache_dir=None
                 warnings.simplefilter("ignore", FutureWarning)
                 module = torch.jit.load(path, map_location=device)
         except Exception as exc:  # torch raises RuntimeError or its own types for bad archives
-            raise DetectorUnavailableError("detector file %s cannot be loaded as TorchScript (%s); replace it with "
-                                           "a fresh copy of %s" % (path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, spec.url))
+            raise DetectorUnavailableError("detector file %s cannot be loaded as TorchScript (%s); %s"
+                                           % (path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, _fix(spec)))
+        _check_call_interface(module, spec, path)
         _loaded[key] = module.eval()
     return _loaded[key]
+
+
+def _check_call_interface(module, spec, path):
+    """The metrics call ``net(x, return_features=True)`` and the like: a TorchScript file of
+    another model must fail here, naming the file, not deep inside a metric."""
+    try:
+        accepted = {arg.name for arg in module.forward.schema.arguments}
+    except (AttributeError, RuntimeError):  # no scripted forward() at all
+        accepted = set()
+    missing = [name for name in spec.call_keywords if name not in accepted]
+    if missing:
+        raise DetectorUnavailableError("detector file %s is TorchScript of another model: its forward() takes no %s "
+                                       "argument, which %s has; %s" % (path, missing[0], spec.filename, _fix(spec)))
+
+
+def detector_identity(path):
+    """What a metric result records about a detector file: its name and sha256."""
+    return dict(file=os.path.basename(path), sha256=file_sha256(path))
 
 
 def detector_tag(spec):

@@ -42,16 +42,9 @@ def dataset_fingerprint(dataset):
                 items_md5=h.hexdigest())
 
 
-_file_digests = {}
-
-
 def file_identity(path):
     """Name, size and sha256 of a file (hashed once per path and mtime)."""
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_mtime, st.st_size)
-    if key not in _file_digests:
-        _file_digests[key] = detectors_mod._sha256_of(path)
-    return "%s:%d:%s" % (os.path.basename(path), st.st_size, _file_digests[key])
+    return "%s:%d:%s" % (os.path.basename(path), os.path.getsize(path), detectors_mod.file_sha256(path))
 
 
 def _all_ranks_agree(flag, device):
@@ -107,6 +100,8 @@ class MetricOptions:
         self.G_kwargs = dict(G_kwargs or {})
         self.overrides = dict(overrides or {})
         self.extra = dict(extra or {})  # e.g. the snapshot's training options
+        # What the numbers were measured with (detector files, held-out images): goes into the result.
+        self.provenance = {}
 
     def option(self, name, default):
         return self.overrides.get(name, default)
@@ -123,17 +118,26 @@ class MetricOptions:
             self._built, self._built_key = construct_class_by_name(**kwargs), key
         return self._built
 
-    def detector(self, name):
+    def detector_path(self, name):
+        """The checked file of detector ``name``; its name and sha256 go into the result."""
         if name == fdl0.DETECTOR_NAME:  # packaged weights, not a TorchScript download
+            path = fdl0.find_weights(self.detectors_dir)
+        else:
+            path = detectors_mod.find_detector_file(name, detectors_dir=self.detectors_dir)
+        self.provenance.setdefault("detectors", {})[name] = detectors_mod.detector_identity(path)
+        return path
+
+    def detector(self, name):
+        self.detector_path(name)
+        if name == fdl0.DETECTOR_NAME:
             return fdl0.load_detector(self.device, detectors_dir=self.detectors_dir)
         return detectors_mod.load_detector(name, device=self.device, detectors_dir=self.detectors_dir)
 
     def _detector_file_and_tag(self, name):
         """The detector's file (its identity goes into the stats-cache key) and its short name."""
         if name == fdl0.DETECTOR_NAME:
-            return fdl0.find_weights(self.detectors_dir), fdl0.DETECTOR_NAME
-        spec = detectors_mod.get_spec(name)
-        return detectors_mod.find_detector_file(spec, detectors_dir=self.detectors_dir), detectors_mod.detector_tag(spec)
+            return self.detector_path(name), fdl0.DETECTOR_NAME
+        return self.detector_path(name), detectors_mod.detector_tag(detectors_mod.get_spec(name))
 
     def real_stats(self, detector_name, detector_kwargs, max_items=None, rel_lo=0.0, rel_hi=0.0,
                    dataset_updates=None, **stats_kwargs):

@@ -61,7 +61,7 @@ def check_metric_needs(names, detectors_dir=None, download=True):
         if name == fdl0.DETECTOR_NAME:
             fdl0.check_available(detectors_dir)
         else:
-            detectors.find_detector_file(name, detectors_dir=detectors_dir, download=download)
+            detectors.load_detector(name, detectors_dir=detectors_dir, download=download)  # the file and its forward()
 
 
 def summary_line(result):
@@ -227,7 +227,8 @@ def unknown_metric_message(name):
 def compute_metric(name, G, dataset, device, D=None, rank=0, num_gpus=1, nda_spec=None, detectors_dir=None,
                    cache_dir=None, progress=None, seed=0, G_kwargs=None, extra=None, **overrides):
     """Compute metric ``name``; returns ``{"results": {...}, "metric", "total_time", "total_time_str",
-    "num_gpus"}`` (plus ``"overrides"`` when sample counts were changed).
+    "num_gpus"}`` (plus ``"overrides"`` when sample counts were changed, ``"detectors"``: the name and
+    sha256 of each detector file used, ``"held_out"``: the real images ``nda_auroc`` scored).
 
     ``dataset``: a Dataset object or its kwargs (``class_name``...); ``cache_dir=False`` disables
     the dataset-stats cache; ``overrides``: sample counts such as ``num_gen=500, max_real=500``.
@@ -242,7 +243,7 @@ def compute_metric(name, G, dataset, device, D=None, rank=0, num_gpus=1, nda_spe
     total_time = time.time() - start
     results = {key: _broadcast(value, num_gpus, opts.device) for key, value in results.items()}
     out = dict(results=results, metric=name, total_time=total_time, total_time_str=format_time(total_time),
-               num_gpus=num_gpus)
+               num_gpus=num_gpus, **opts.provenance)
     if overrides:
         out["overrides"] = dict(overrides)
     return out

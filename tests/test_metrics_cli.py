@@ -1,7 +1,9 @@
 """calc_metrics.py with a real tiny snapshot of our networks and the built-in dataset."""
 
+import hashlib
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -9,12 +11,14 @@ from click.testing import CliRunner
 
 import calc_metrics
 from metrics import detectors, stats_cache
-from metrics.standin_detectors import save_standin_detectors
+from standin_detectors import save_standin_detectors, save_torchscript, use_standins
 from training import snapshot
 from training.networks import Discriminator, Generator
 
 RES = 16
 DATA = dict(class_name="training.dataset.BuiltinDataset", size=40, resolution=RES, seed=0)
+
+standins_only = pytest.fixture(autouse=True)(use_standins)  # metrics here read the stand-ins
 
 
 def _tiny_networks():
@@ -66,6 +70,11 @@ def test_fid_and_nda_auroc_on_a_snapshot_append_json_lines(run_dir, detectors_di
     assert first.exit_code == 0, first.output
     fid = _rows(run_dir, "fid10k")[-1]
     assert fid["metric"] == "fid10k" and fid["snapshot_pkl"] == "network-snapshot-000000.pkl" and fid["num_gpus"] == 1
+    # The line names the detector file it was measured with, and that file's digest.
+    standin = os.path.join(detectors_dir, "standin-inception-2015-12-05.pt")
+    with open(standin, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    assert fid["detectors"] == {"inception": {"file": "standin-inception-2015-12-05.pt", "sha256": digest}}
     auroc = _rows(run_dir, "nda_auroc")[-1]["results"]
     # the run's spec (jigsaw,cutout from training_options.json), not the default seven
     assert sorted(k for k in auroc if k.startswith("nda_auroc_neg_")) == ["nda_auroc_neg_cutout", "nda_auroc_neg_jigsaw"]
@@ -121,10 +130,40 @@ def test_dataset_resolution_must_match_the_network(run_dir, tmp_path):
     assert sorted(os.listdir(run_dir)) == before
 
 
-def test_missing_detector_names_the_file_and_where_to_put_it(run_dir, tmp_path):
+def test_missing_detector_names_the_file_and_where_to_put_it(run_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(detectors.ENV_STANDINS)  # the real files
     before = sorted(os.listdir(run_dir))
     _usage_error(run("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "pr50k3", "--detectors", tmp_path),
                  "vgg16.pt", detectors.VGG16.url)
+    assert sorted(os.listdir(run_dir)) == before
+
+
+class OtherModel(torch.nn.Module):
+    """Valid TorchScript of some other network, as large as a real detector file."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weights", torch.zeros([3 * 2 ** 20]))  # 12 MiB
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().flatten(1) * self.weights[0]
+
+
+def test_bad_detector_files_fail_before_any_work_naming_the_file(run_dir, detectors_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(detectors.ENV_STANDINS)  # the real files
+    before = sorted(os.listdir(run_dir))
+    folder = tmp_path / "detectors"
+    vgg = str(folder / "vgg16.pt")
+    args = ("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "pr50k3", "--detectors", folder)
+
+    save_torchscript(OtherModel(), vgg, standin=False)
+    _usage_error(run(*args), vgg, "another model", "return_features", detectors.VGG16.url)
+    # A stand-in copied under the published name is refused, whatever its size.
+    shutil.copyfile(os.path.join(detectors_dir, "standin-vgg16.pt"), vgg)
+    _usage_error(run(*args), vgg, "test stand-in", detectors.VGG16.url)
+    with open(vgg, "wb") as f:
+        f.write(b"<html>Service unavailable</html>")
+    _usage_error(run(*args), vgg, "not a TorchScript archive", detectors.VGG16.url)
     assert sorted(os.listdir(run_dir)) == before
 
 

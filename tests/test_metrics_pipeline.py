@@ -9,10 +9,12 @@ import torch
 
 from metrics import options as options_mod
 from metrics import registry, stats_cache
-from metrics.standin_detectors import save_standin_detectors
+from standin_detectors import save_standin_detectors, use_standins
 from nda_stylegan.sample_data import make_faces
 
 RES = 16
+
+standins_only = pytest.fixture(autouse=True)(use_standins)  # metrics here read the stand-ins
 
 
 class FacesDataset:
@@ -116,7 +118,7 @@ def test_fid_of_the_dataset_against_itself_is_near_zero(detectors_dir):
 def test_real_stats_come_from_the_cache_on_the_second_call(detectors_dir, tmp_path, monkeypatch):
     first = _run("kid50k_full", detectors_dir, str(tmp_path))
     files = list(tmp_path.iterdir())
-    assert len(files) == 1 and files[0].name.startswith("faces-inception-2015-12-05-") and files[0].suffix == ".npz"
+    assert len(files) == 1 and files[0].name.startswith("faces-standin-inception-2015-12-05-") and files[0].suffix == ".npz"
 
     calls = []
     real_fn = options_mod.dataset_features

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+for folder in (REPO, os.path.join(REPO, "tests")):  # the checkout's packages and the test stand-ins
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 from metrics import detectors, swd  # noqa: E402
 from metrics.features import FeatureStats  # noqa: E402
 from metrics.frechet import frechet_distance  # noqa: E402
-from metrics.standin_detectors import save_standin_detectors  # noqa: E402
+from standin_detectors import save_standin_detectors  # noqa: E402
 
 
 def timed(fn, repeats=3):
@@ -48,6 +49,7 @@ def main():
                            generator=torch.Generator().manual_seed(0))
     print("CPU, %d threads, %d images at %d px, batch %d" % (args.threads, args.images, args.res, args.batch))
 
+    os.environ[detectors.ENV_STANDINS] = "1"  # read the stand-ins, never the real files
     with tempfile.TemporaryDirectory() as folder:
         save_standin_detectors(folder)
         for name, kwargs, stats_kw in (("inception", dict(return_features=True), dict(capture_mean_cov=True)),

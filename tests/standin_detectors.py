@@ -1,8 +1,13 @@
-"""Small TorchScript stand-ins for the published detectors, for tests, benchmarks and offline
-smoke runs. Same file names and call interface as the real ones, random fixed weights: their
-numbers are NOT comparable with real FID/KID/PR/IS values.
+"""Test stand-ins for the published detectors: the same call interface, random fixed weights.
 
-    >>> save_standin_detectors("/tmp/detectors")   # then --detectors /tmp/detectors
+Their numbers are NOT comparable with real FID/KID/PR/IS values, so they can never pass for the
+real files: they are written as ``standin-inception-2015-12-05.pt`` / ``standin-vgg16.pt`` with a
+marker inside the archive, metrics read them only while ``NDA_STYLEGAN_STANDIN_DETECTORS=1``, the
+detector check refuses them under the published names, and every result records the stand-in's
+file name.
+
+    save_standin_detectors(folder)          # then, in a test:
+    monkeypatch.setenv(detectors.ENV_STANDINS, "1")   # (use_standins) and --detectors folder
 """
 
 import os
@@ -11,8 +16,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from metrics.detectors import INCEPTION, VGG16
-from nda_stylegan.fileio import atomic_write
+from metrics import detectors
 
 
 class StandinInception(torch.nn.Module):
@@ -66,24 +70,30 @@ class StandinVGG16(torch.nn.Module):
         return torch.relu(x @ self.w1)
 
 
-def _save_atomic(module, path):
+def save_torchscript(module, path, standin=True):
+    """Script ``module`` into ``path``; ``standin`` adds the marker the detector check looks for."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path, "wb") as f, warnings.catch_warnings():
+    extra = {detectors.STANDIN_MARKER: b"random weights, for tests only"} if standin else {}
+    with warnings.catch_warnings():
         # torch >= 2.6 flags TorchScript as deprecated; the host's detector files are TorchScript
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.script(module), f)
+        torch.jit.save(torch.jit.script(module), path, _extra_files=extra)
+    return path
 
 
 def save_standin_detectors(folder, seed=0, inception_features=2048, vgg_features=4096):
-    """Write ``inception-2015-12-05.pt`` and ``vgg16.pt`` stand-ins into ``folder``; returns the paths.
+    """Write the Inception and VGG16 stand-ins into ``folder`` under their stand-in names; returns
+    ``{name: path}``.
 
     The real widths are the defaults; tests pass smaller ones, since FID's ``sqrtm`` of a 2048 x 2048
     matrix takes about a minute on a small CPU.
     """
-    paths = {}
-    modules = ((INCEPTION, StandinInception(seed, num_features=inception_features)),
-               (VGG16, StandinVGG16(seed + 1, num_features=vgg_features)))
-    for spec, module in modules:
-        paths[spec.name] = os.path.join(folder, spec.filename)
-        _save_atomic(module.eval(), paths[spec.name])
-    return paths
+    modules = ((detectors.INCEPTION, StandinInception(seed, num_features=inception_features)),
+               (detectors.VGG16, StandinVGG16(seed + 1, num_features=vgg_features)))
+    return {spec.name: save_torchscript(module.eval(), os.path.join(folder, detectors.standin_spec(spec).filename))
+            for spec, module in modules}
+
+
+def use_standins(monkeypatch):
+    """Fixture body: metrics in this test read the stand-ins (``pytest.fixture(autouse=True)(use_standins)``)."""
+    monkeypatch.setenv(detectors.ENV_STANDINS, "1")
