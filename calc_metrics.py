@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import click  # noqa: E402
 import torch  # noqa: E402
 
-from metrics import anomaly, detectors, registry  # noqa: E402
+from metrics import anomaly, detectors, held_out, registry  # noqa: E402
 from metrics.progress import ProgressMonitor  # noqa: E402
 from training.cli_types import CommaSeparatedList  # noqa: E402
 
@@ -103,7 +103,8 @@ def run_metrics(rank, args):
         result = registry.compute_metric(
             name, G=args["G"], dataset=args["dataset_kwargs"], device=device, D=args["D"], rank=rank,
             num_gpus=args["num_gpus"], nda_spec=args["nda_spec"], detectors_dir=args["detectors_dir"],
-            progress=progress, seed=args["seed"], **args["overrides"])
+            progress=progress, seed=args["seed"], extra=dict(training_set_kwargs=args["training_set_kwargs"]),
+            **args["overrides"])
         if rank == 0:
             registry.report_metric(result, run_dir=args["run_dir"], snapshot_pkl=args["network_pkl"])
 
@@ -183,6 +184,7 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detectors_di
     if D is None and any(m in NEEDS_D for m in metrics):
         raise click.UsageError("--metrics: nda_auroc needs the discriminator, but %s holds no D" % network_pkl)
     dataset_kwargs = dataset_kwargs_for(network, G, data, mirror)
+    training_set_kwargs = dict(network.get("training_set_kwargs") or {})
     check_dataset(dataset_kwargs, G)
     nda_spec = nda_spec_of_run(network, run_dir)
     if any(m in NEEDS_D for m in metrics):
@@ -190,6 +192,10 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detectors_di
             anomaly.negatives_from_spec(nda_spec or anomaly.DEFAULT_NDA_SPEC)
         except ValueError as exc:
             raise click.UsageError("the run's NDA spec cannot be used: %s" % exc)
+        try:  # nda_auroc scores only real images the networks never trained on
+            held_out.held_out_reals(dataset_kwargs, training_set_kwargs, num_images=2)
+        except held_out.NoHeldOutData as exc:
+            raise click.UsageError(str(exc))
     if verbose:
         print("Dataset options:")
         print(json.dumps(dataset_kwargs, indent=2, default=str))
@@ -198,7 +204,7 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detectors_di
                  if v is not None}
     args = dict(metrics=metrics, G=G, D=D, dataset_kwargs=dataset_kwargs, num_gpus=gpus, device=device,
                 nda_spec=nda_spec, detectors_dir=detectors_dir, verbose=verbose, seed=seed, overrides=overrides,
-                run_dir=run_dir, network_pkl=os.path.abspath(network_pkl))
+                run_dir=run_dir, network_pkl=os.path.abspath(network_pkl), training_set_kwargs=training_set_kwargs)
     from training import distributed
 
     try:

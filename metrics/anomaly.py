@@ -1,7 +1,8 @@
 """Anomaly detection with the discriminator (the NDA paper's protocol): the raw D logit of an
-image in [-1, 1] is its "realness" score; held-out real images are the in-distribution set, and
-each NDA negative type and each common corruption of those images is an out-of-distribution set.
-Reported: AUROC per set (in-distribution = positive class) and the mean over sets.
+image in [-1, 1] is its "realness" score; held-out real images (``metrics.held_out``: never
+trained on) are the in-distribution set, and each NDA negative type and each common corruption of
+those images is an out-of-distribution set. Reported: AUROC per set (in-distribution = positive
+class) and the mean over sets, and which real images were used (``held_out`` in the result).
 """
 
 import re
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from metrics.corruptions import CORRUPTIONS, make_corruption
+from metrics.held_out import held_out_reals
 
 DEFAULT_NDA_SPEC = "jigsaw,stitch,mixup,cutout,cutmix,rotate,mosaic"
 
@@ -123,8 +125,12 @@ def compute_nda_auroc(opts, num_images, corruption_names=None):
     if opts.D is None:
         raise ValueError("nda_auroc needs the discriminator D: give a snapshot that contains D")
     spec = opts.nda_spec or DEFAULT_NDA_SPEC
-    dataset = opts.dataset(**(opts.extra.get("dataset_updates") or {}))
+    if opts.dataset_kwargs is None:  # a Dataset object: whoever passed it chose the images
+        dataset, source = opts.dataset(), "the dataset passed in"
+    else:
+        dataset, source = held_out_reals(opts.dataset_kwargs, opts.extra.get("training_set_kwargs"), num_images)
     num_images = min(num_images, len(dataset))
+    opts.provenance["held_out"] = dict(source=source, images=num_images)
     images, labels = load_real(dataset, num_images, opts.device)
     negatives = negatives_from_spec(spec)
     names = list(CORRUPTIONS) if corruption_names is None else list(corruption_names)

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -75,7 +76,9 @@ def test_fid_and_nda_auroc_on_a_snapshot_append_json_lines(run_dir, detectors_di
     with open(standin, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     assert fid["detectors"] == {"inception": {"file": "standin-inception-2015-12-05.pt", "sha256": digest}}
-    auroc = _rows(run_dir, "nda_auroc")[-1]["results"]
+    auroc_row = _rows(run_dir, "nda_auroc")[-1]
+    assert auroc_row["held_out"] == {"source": "built-in faces 40-55, past the 40 the run trained on", "images": 16}
+    auroc = auroc_row["results"]
     # the run's spec (jigsaw,cutout from training_options.json), not the default seven
     assert sorted(k for k in auroc if k.startswith("nda_auroc_neg_")) == ["nda_auroc_neg_cutout", "nda_auroc_neg_jigsaw"]
     assert os.listdir(tmp_path / "cache" / "stats")  # real-data stats were cached
@@ -167,6 +170,36 @@ def test_bad_detector_files_fail_before_any_work_naming_the_file(run_dir, detect
     assert sorted(os.listdir(run_dir)) == before
 
 
+def test_nda_auroc_needs_images_the_run_never_trained_on(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+
+    def image_folder(name, count):  # noise images: no negative of them equals its source
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, [RES, RES, 3], dtype=np.uint8)).save(folder / ("%d.png" % i))
+        return folder
+
+    train, test = image_folder("train", 8), image_folder("test", 8)
+    G, D = _tiny_networks()
+    trained_on = dict(class_name="training.dataset.ImageFolderDataset", path=str(train), max_size=8, use_labels=False,
+                      xflip=False, resolution=RES)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    snapshot.save_snapshot(str(run_dir / "network-snapshot-000000"), dict(G=G, D=D, G_ema=G), trained_on)
+    args = ("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "nda_auroc", "--num-images", 8,
+            "--verbose", "false")
+    _usage_error(run(*args), "trained on all of %s" % train, "--data")
+    _usage_error(run(*args + ("--data", train)), "trained on all of %s" % train)
+    assert sorted(os.listdir(run_dir)) == ["network-snapshot-000000.pkl", "network-snapshot-000000.pt"]
+    result = run(*args + ("--data", test))
+    assert result.exit_code == 0, result.output
+    row = _rows(run_dir, "nda_auroc")[-1]
+    assert row["held_out"] == {"source": "%s (not the run's training data)" % test, "images": 8}
+
+
 def test_unwritable_output_folder(run_dir, tmp_path, monkeypatch):
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -193,7 +226,6 @@ def test_two_processes_report_once_and_agree_with_themselves(run_dir, detectors_
     assert len(kid) == 2 and kid[0]["num_gpus"] == 2 and kid[0]["results"] == kid[1]["results"]
     assert len(_rows(run_dir, "swd")) == before + 2  # rank 0 alone writes
     # The real features the two processes gathered (and cached) are those of one process, in order.
-    import numpy as np
     from metrics.options import MetricOptions
 
     (cached,) = (tmp_path / "cache" / "stats").iterdir()

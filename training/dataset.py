@@ -1,7 +1,8 @@
 """Training datasets with stylegan2-ada-pytorch's interface.
 
 ``Dataset`` is the base: ``ds[i] -> (uint8 image [C, H, W], float32 label)`` (one-hot for integer
-labels, an empty vector without labels), ``max_size`` (a seeded random subset) and ``xflip`` (the
+labels, an empty vector without labels), ``max_size`` (a seeded random subset; ``held_out=True``
+gives the images outside it instead, those a ``--subset`` run never saw) and ``xflip`` (the
 mirrored copies appended after the originals). Two sources:
 
 - ``ImageFolderDataset(path)``: a folder or ``.zip`` of PNG/JPEG images with optional
@@ -48,7 +49,7 @@ class Dataset(torch.utils.data.Dataset):
     """Base class: subclasses provide ``_load_raw_image(raw_idx)`` and ``_load_raw_labels()``."""
 
     def __init__(self, name, raw_shape, max_size=None, use_labels=False, xflip=False, random_seed=0,
-                 require_labels=False):
+                 require_labels=False, held_out=False):
         self._name = name
         self._raw_shape = [int(x) for x in raw_shape]
         self._use_labels = bool(use_labels) or bool(require_labels)
@@ -65,7 +66,10 @@ class Dataset(torch.utils.data.Dataset):
         raw_idx = np.arange(self._raw_shape[0], dtype=np.int64)
         if max_size is not None and raw_idx.size > max_size:
             np.random.RandomState(random_seed).shuffle(raw_idx)
-            raw_idx = np.sort(raw_idx[:int(max_size)])
+            raw_idx = np.sort(raw_idx[int(max_size):] if held_out else raw_idx[:int(max_size)])
+        elif held_out:
+            raise DatasetError("dataset %r: held_out needs a max_size below its %d images (the images outside "
+                               "the subset are the held-out ones)" % (name, self._raw_shape[0]))
         flips = np.zeros(raw_idx.size, dtype=np.uint8)
         if xflip:
             raw_idx = np.concatenate([raw_idx, raw_idx])
@@ -350,7 +354,8 @@ def _is_image_name(name):
 # ----------------------------------------------------------------------------------------------
 
 class BuiltinDataset(Dataset):
-    """The procedural cartoon faces (``nda_stylegan.sample_data``), labelled by expression.
+    """The procedural cartoon faces (``nda_stylegan.sample_data``), labelled by expression: image
+    ``i`` is face ``first_index + i``, so faces past a training set's ``size`` are held-out data.
 
     Images are rendered when first asked for and then cached (when the cache fits in
     ``cache_limit_bytes``): a batch fetch (``__getitems__``) renders its missing images in one
@@ -359,23 +364,27 @@ class BuiltinDataset(Dataset):
 
     DEFAULT_SIZE = 50000
 
-    def __init__(self, size=DEFAULT_SIZE, resolution=32, seed=0, cache_limit_bytes=1 << 30, **super_kwargs):
+    def __init__(self, size=DEFAULT_SIZE, resolution=32, seed=0, cache_limit_bytes=1 << 30, first_index=0,
+                 **super_kwargs):
         from nda_stylegan import sample_data
 
         try:
-            size = int(size)
+            size, first_index = int(size), int(first_index)
             resolution = sample_data._check_resolution(resolution)
         except (TypeError, ValueError) as exc:
             raise DatasetError("built-in dataset: %s" % exc)
         if size < 1:
             raise DatasetError("built-in dataset: size must be >= 1, got %d" % size)
+        if first_index < 0:
+            raise DatasetError("built-in dataset: first_index must be >= 0, got %d" % first_index)
+        self._first = first_index
         self._seed = int(seed)
         self._resolution = resolution
         nbytes = size * resolution * resolution * 3
         self._cache_ok = nbytes <= cache_limit_bytes
         self._cache = None
         self._cached = None
-        name = "faces%d" % resolution
+        name = "faces%d" % resolution + ("-from%d" % first_index if first_index else "")
         super().__init__(name=name, raw_shape=[size, 3, resolution, resolution], **super_kwargs)
 
     def __getstate__(self):
@@ -386,14 +395,14 @@ class BuiltinDataset(Dataset):
 
         raw_indices = np.asarray(raw_indices, dtype=np.int64)
         if not self._cache_ok:
-            return render_faces(raw_indices, self._resolution, self._seed)[0].transpose(0, 3, 1, 2)
+            return render_faces(raw_indices + self._first, self._resolution, self._seed)[0].transpose(0, 3, 1, 2)
         if self._cache is None:
             # np.zeros is lazily committed by the OS: untouched images cost no memory.
             self._cache = np.zeros([self._raw_shape[0], self._resolution, self._resolution, 3], np.uint8)
             self._cached = np.zeros(self._raw_shape[0], dtype=bool)
         todo = np.unique(raw_indices[~self._cached[raw_indices]])
         if todo.size:
-            self._cache[todo] = render_faces(todo, self._resolution, self._seed)[0]
+            self._cache[todo] = render_faces(todo + self._first, self._resolution, self._seed)[0]
             self._cached[todo] = True
         return self._cache[raw_indices].transpose(0, 3, 1, 2)
 
@@ -408,4 +417,4 @@ class BuiltinDataset(Dataset):
     def _load_raw_labels(self):
         from nda_stylegan.sample_data import face_labels
 
-        return face_labels(np.arange(self._raw_shape[0]), self._seed)
+        return face_labels(np.arange(self._raw_shape[0]) + self._first, self._seed)
