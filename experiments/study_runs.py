@@ -15,7 +15,9 @@ import statistics
 
 from nda_stylegan.fileio import atomic_write
 
-SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)\.pt$")  # the .pt is written last: its presence = complete
+# The .pt is written last: its presence = complete. A later snapshot within the same kimg has the
+# images past it added (network-snapshot-000030_500.pt).
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d+)(?:_(\d{3}))?\.pt$")
 SEGMENT_RE = re.compile(r"^\d+-")
 
 
@@ -51,7 +53,7 @@ def snapshots(root):
     for seg in segments(root):
         for name in os.listdir(seg):
             m = SNAPSHOT_RE.match(name)
-            if m:
+            if m and m.group(2) is None:  # the snapshot *at* a kimg is the first one in it
                 found[int(m.group(1))] = os.path.join(seg, name)
     return found
 
@@ -59,17 +61,18 @@ def snapshots(root):
 def latest_snapshot(root):
     """``(kimg, path)`` of the snapshot a killed run resumes from, or None to start afresh.
 
-    Snapshots are named by whole kimg; the newest by modification time wins a tie of names."""
+    Snapshots are named by whole kimg; within one kimg the newest by modification time wins (then
+    the one with more images past the kimg)."""
     found = []
     for seg in segments(root):
         for name in os.listdir(seg):
             m = SNAPSHOT_RE.match(name)
             if m:
                 path = os.path.join(seg, name)
-                found.append((int(m.group(1)), os.path.getmtime(path), path))
+                found.append((int(m.group(1)), os.path.getmtime(path), int(m.group(2) or -1), path))
     if not found:
         return None
-    kimg, _, path = max(found)
+    kimg, _, _, path = max(found)
     return kimg, path
 
 

@@ -36,8 +36,7 @@ def trained_run(tmp_path_factory):
     code, out = _run(["train.py", "--outdir", outdir, "--kimg", "0.032", "--metrics", "none"])
     assert code == 0, out
     (run_dir,) = outdir.iterdir()
-    (snapshot,) = run_dir.glob("network-snapshot-*.pkl")
-    return snapshot
+    return sorted(run_dir.glob("network-snapshot-*.pkl"))[-1]  # the last (names sort in training order)
 
 
 def _fork(tmp, host="sg2ada"):

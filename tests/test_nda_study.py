@@ -363,6 +363,11 @@ def test_resume_point_and_timing_span_all_segments(tmp_path):
         "00000-a", "00001-a-resumecustom", "00002-a-resumecustom"]
     assert study_runs.latest_snapshot(str(root)) == (30, str(seg / "network-snapshot-000030.pt"))
     assert sorted(study_runs.snapshots(str(root))) == [0, 10, 20, 30]
+    later = seg / "network-snapshot-000030_500.pt"  # a later snapshot within kimg 30
+    later.write_bytes(b"x")
+    os.utime(str(later), (os.path.getmtime(str(later)) + 1,) * 2)
+    assert study_runs.latest_snapshot(str(root)) == (30, str(later))
+    assert study_runs.snapshots(str(root))[30] == str(seg / "network-snapshot-000030.pt")
     wall, per_kimg = study_runs.train_timing(str(root))
     assert wall == pytest.approx(60.0 + 45.0)
     assert per_kimg == pytest.approx(np.median([12.0, 14.0, 13.0, 100.0]))  # tick 0 left out
