@@ -4,7 +4,8 @@
 Where they come from, in order:
 
 - the built-in faces: faces rendered past the run's training set (image ``size + i``);
-- data other than the training data (``calc_metrics.py --data``): all of it;
+- data at another path than the training data (``calc_metrics.py --data``): all of it (the
+  path is all there is to compare: the same images copied elsewhere would pass as held out);
 - the training data of a ``--subset`` run: the images outside the subset;
 - the training data, all of it trained on: none exist, which is an error that says what to give.
 
@@ -52,7 +53,7 @@ def held_out_reals(data, training=None, num_images=10000):
     if data.get("class_name") == BUILTIN and training.get("class_name") == BUILTIN:
         return _builtin_past_training(data, training, num_images)
     if not _same_data(data, training):
-        known = "not the run's training data" if training else "the run's training data is not recorded"
+        known = "not the path the run trained on" if training else "the run's training data is not recorded"
         return construct_class_by_name(**dict(data, xflip=False)), "%s (%s)" % (where, known)
     subset = training.get("max_size")
     everything = construct_class_by_name(**dict(data, max_size=None, xflip=False))

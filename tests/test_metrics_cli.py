@@ -197,7 +197,7 @@ def test_nda_auroc_needs_images_the_run_never_trained_on(tmp_path):
     result = run(*args + ("--data", test))
     assert result.exit_code == 0, result.output
     row = _rows(run_dir, "nda_auroc")[-1]
-    assert row["held_out"] == {"source": "%s (not the run's training data)" % test, "images": 8}
+    assert row["held_out"] == {"source": "%s (not the path the run trained on)" % test, "images": 8}
 
 
 def test_unwritable_output_folder(run_dir, tmp_path, monkeypatch):

@@ -89,7 +89,7 @@ def test_data_trained_on_in_full_is_refused_and_other_data_is_used_whole(folder,
     Image.new("RGB", (RES, RES), (4, 5, 6)).save(other / "b.png")
     given = dict(class_name="training.dataset.ImageFolderDataset", path=str(other))
     dataset, source = held_out.held_out_reals(given, dict(training))
-    assert len(dataset) == 2 and source == "%s (not the run's training data)" % other
+    assert len(dataset) == 2 and source == "%s (not the path the run trained on)" % other
     dataset, source = held_out.held_out_reals(given, {})
     assert source == "%s (the run's training data is not recorded)" % other
 
