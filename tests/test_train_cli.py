@@ -459,6 +459,11 @@ def test_default_metrics_never_need_a_download(tmp_path, monkeypatch):
     monkeypatch.setenv("NDA_STYLEGAN_DETECTORS", str(tmp_path))
     assert checks.resolve_metrics(None, "cpu") == ["fdl0_10k_full"]  # packaged weights: no download
     assert checks.resolve_metrics(["auto"], "cuda") == ["swd"]  # no Inception file on disk: network-free
-    (tmp_path / "inception-2015-12-05.pt").write_bytes(b"stand-in")
+    (tmp_path / "inception-2015-12-05.pt").write_bytes(b"an error page")  # not a usable Inception file
+    assert checks.resolve_metrics(None, "cuda") == ["swd"]
+    from standin_detectors import save_standin_detectors, use_standins
+
+    use_standins(monkeypatch)  # a usable Inception file (the stand-in) on disk
+    save_standin_detectors(str(tmp_path), inception_features=8, vgg_features=8)
     assert checks.resolve_metrics(None, "cuda") == ["fid50k_full"]
     assert checks.resolve_metrics(["kid50k_full", "swd"], "cpu") == ["kid50k_full", "swd"]
