@@ -1,20 +1,13 @@
 """nda_auroc scores only real images the networks never trained on, and says which ones."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # metrics/ lives in the checkout, not in site-packages
-    sys.path.insert(0, REPO)
-
-from metrics import held_out, registry  # noqa: E402
-from metrics.options import construct_class_by_name  # noqa: E402
-from nda_stylegan.sample_data import render_faces  # noqa: E402
+from metrics import held_out, registry
+from metrics.options import construct_class_by_name
+from nda_stylegan.sample_data import render_faces
 
 RES = 16
 BUILTIN = dict(class_name="training.dataset.BuiltinDataset", size=40, resolution=RES, seed=0, max_size=40,
