@@ -48,13 +48,13 @@ def segments(root):
 
 
 def snapshots(root):
-    """``{kimg: path of .pt}`` over all segments; a later segment's file wins a shared name."""
+    """``{kimg: path of .pt}`` over all segments: the last snapshot written within each kimg (a
+    later segment's wins), as when every snapshot of a kimg had the kimg's name."""
     found = {}
     for seg in segments(root):
-        for name in os.listdir(seg):
-            m = SNAPSHOT_RE.match(name)
-            if m and m.group(2) is None:  # the snapshot *at* a kimg is the first one in it
-                found[int(m.group(1))] = os.path.join(seg, name)
+        named = [(m, name) for m, name in ((SNAPSHOT_RE.match(n), n) for n in os.listdir(seg)) if m]
+        for m, name in sorted(named, key=lambda mn: (int(mn[0].group(1)), int(mn[0].group(2) or -1))):
+            found[int(m.group(1))] = os.path.join(seg, name)
     return found
 
 
