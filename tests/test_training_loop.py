@@ -60,6 +60,9 @@ def test_run_folder_files_and_loss_hooks(tmp_path):
     assert {"reals.png", "fakes_init.png", "flipped.png", "log.txt", "stats.jsonl"} <= files
     assert {"fakes000000.png", "network-snapshot-000000.pkl", "network-snapshot-000000.pt"} <= files
     assert result.cur_nimg == 64 and result.snapshot == str(tmp_path / "network-snapshot-000000_064.pkl")
+    # Three image grids within kimg 0 (after 8, 40 and 64 images): none overwrote another.
+    assert sorted(f for f in files if f.startswith("fakes0")) == ["fakes000000.png", "fakes000000_040.png",
+                                                                 "fakes000000_064.png"]
     lines = [json.loads(line) for line in open(tmp_path / "stats.jsonl")]
     assert len(lines) == 3  # tick 0 after the first batch, then one per 0.032 kimg
     # 8 batches: Gmain 2 rounds each (16), Greg every 4th (4), Dmain (16), Dreg every 4th (4).

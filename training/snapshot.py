@@ -48,14 +48,20 @@ PICKLE_ALLOWED_ROOTS = ("torch", "functools", "collections")
 NETWORK_CLASS_ROOTS = ("training",)
 
 
-def snapshot_stem(run_dir, cur_nimg):
-    """Path without extension of the snapshot at ``cur_nimg`` images: the host's whole-kimg name,
-    unless an earlier snapshot of this run already holds it (then the images past it are added)."""
+def kimg_stem(run_dir, prefix, cur_nimg, extensions):
+    """Path without extension of a file written at ``cur_nimg`` images: ``<prefix>NNNNNN`` (whole
+    kimg, the host's names), unless an earlier file of this run already holds that name with one
+    of ``extensions`` (then the images past the kimg are added: ``<prefix>000000_064``)."""
     kimg, extra = divmod(int(cur_nimg), 1000)
-    stem = os.path.join(run_dir, "network-snapshot-%06d" % kimg)
-    if any(os.path.exists(stem + ext) for ext in (".pkl", ".pt")):
+    stem = os.path.join(run_dir, "%s%06d" % (prefix, kimg))
+    if any(os.path.exists(stem + ext) for ext in extensions):
         stem += "_%03d" % extra
     return stem
+
+
+def snapshot_stem(run_dir, cur_nimg):
+    """Path without extension of the snapshot at ``cur_nimg`` images (see ``kimg_stem``)."""
+    return kimg_stem(run_dir, "network-snapshot-", cur_nimg, (".pkl", ".pt"))
 
 
 def list_snapshots(run_dir):

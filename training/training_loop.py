@@ -26,7 +26,7 @@ from training import training_stats
 from training.grid import pick_grid_samples, save_image_grid
 from training.progress import ProgressBar, render_bar
 from training.sampler import ShardedInfiniteSampler, derive_seed
-from training.snapshot import load_network_file, save_snapshot, snapshot_stem
+from training.snapshot import kimg_stem, load_network_file, save_snapshot, snapshot_stem
 from training.tensorboard_log import TensorBoardLog
 from training.util import EasyDict, construct_class_by_name, format_time, to_plain
 
@@ -665,8 +665,8 @@ def _save_snapshot_and_metrics(run, tick_due, done):
     cur_tick = run.progress.cur_tick
     if o.rank == 0 and _snapshot_due(o.image_snapshot_ticks, cur_tick, done):
         fakes = _generate_images(run.nets.G_ema, run.grid.z, run.grid.c, o.batch_gpu)
-        name = "fakes%06d.png" % (run.progress.cur_nimg // 1000)
-        save_image_grid(fakes, os.path.join(o.run_dir, name), run.grid.size)
+        # Named like the snapshots, so grids of runs shorter than a kimg never overwrite each other.
+        save_image_grid(fakes, kimg_stem(o.run_dir, "fakes", run.progress.cur_nimg, (".png",)) + ".png", run.grid.size)
     if not _snapshot_due(o.network_snapshot_ticks, cur_tick, done):
         return
     snapshot_pkl = _save_network_snapshot(run, tick_due)
