@@ -89,6 +89,7 @@ def main(ctx, outdir, dry_run, **kwargs):
     names = plugins.apply_plugins(c, PLUGINS, plugin_values)
     desc = "-".join([desc] + names)
     checks.check_networks(c, info)
+    checks.check_held_out_data(c)
     checks.check_outdir(outdir)
 
     is_leader = env is None or env[0] == 0

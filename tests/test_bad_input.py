@@ -129,7 +129,18 @@ def case_dataset_tool_photos(*args):
     return make
 
 
+def case_train_auroc_on_all_data(tmp, run):
+    """nda_auroc at snapshot time on a --data folder the run trains on whole: no held-out images."""
+    from PIL import Image
+
+    (tmp / "faces").mkdir()
+    for i in range(4):
+        Image.new("RGB", (32, 32), (i * 60, 40, 200)).save(str(tmp / "faces" / ("f%d.png" % i)))
+    return ["train.py", "--outdir", tmp / "runs", "--data", tmp / "faces", "--metrics", "nda_auroc"], {}
+
+
 CASES = {
+    "train nda_auroc without held-out data": (case_train_auroc_on_all_data, "--metrics=nda_auroc: nda_auroc needs real"),
     "train --seed -5": (case_train("--seed", "-5"), "--seed must be between 0 and 4294967295"),
     "train --seed 99999999999": (case_train("--seed", "99999999999"), "--seed must be between 0 and 4294967295"),
     "train jigsaw k=3 at 32 px": (case_train("--nda", "jigsaw(k=3)"), "divisible by 3, got 32x32"),

@@ -212,3 +212,18 @@ def check_outdir(outdir):
     if not os.access(probe, os.W_OK | os.X_OK):
         fail("--outdir: %s is not writable; choose a folder you can write to" % probe)
     return path
+
+
+def check_held_out_data(c):
+    """``nda_auroc`` at snapshot time scores real images the run never trains on: refuse, before
+    any work, a run that trains on all of its data (the metric would fail after training)."""
+    if "nda_auroc" not in (c.get("metrics") or []):
+        return
+    from metrics import held_out
+
+    try:
+        held_out.held_out_reals(c["training_set_kwargs"], None, num_images=2)
+    except held_out.NoHeldOutData as exc:
+        fail("--metrics=nda_auroc: %s; or train with --subset N and the metric scores the rest, or compute it "
+             "later with calc_metrics.py --data" % exc)
+
