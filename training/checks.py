@@ -97,14 +97,26 @@ def default_metrics(device):
     return ["fid50k_full"]
 
 
+_loaded_snapshots = {}  # (path, mtime, size) -> loaded snapshot: the checks read a --resume file once
+
+
+def _load_snapshot(path):
+    from training.snapshot import load_network_file
+
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime, st.st_size)
+    if key not in _loaded_snapshots:
+        _loaded_snapshots.clear()  # one snapshot at a time: networks can be large
+        _loaded_snapshots[key] = load_network_file(path)
+    return _loaded_snapshots[key]
+
+
 def has_resume_state(path):
     """Whether the snapshot at ``path`` carries its run's full training state (a snapshot written
     by train.py) rather than bare networks; False when it cannot be read (the architecture check
     reports that)."""
-    from training.snapshot import load_network_file
-
     try:
-        return load_network_file(path).get("resume_state") is not None
+        return _load_snapshot(path).get("resume_state") is not None
     except Exception:  # noqa: BLE001 - any unreadable file: reported by _check_resume_architecture
         return False
 
@@ -179,10 +191,8 @@ def _check_resume_progress(path, data, total_kimg):
 
 
 def _check_resume_architecture(path, nets):
-    from training.snapshot import load_network_file
-
     try:
-        data = load_network_file(path)
+        data = _load_snapshot(path)
     except ValueError as exc:  # the snapshot module's one-line "not a snapshot" messages
         fail("--resume: %s" % exc)
     except Exception as exc:  # unpickling / format errors of any kind: the file is the problem
