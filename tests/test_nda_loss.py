@@ -390,21 +390,21 @@ def test_explicit_nda_seed_gives_each_rank_its_own_stream(monkeypatch):
     assert draws[0][0] != draws[0][1]
 
 
+class StatefulHost(NimgHostLoss):
+    """A host loss with state of its own (as ours has pl_mean)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.value = 0.0
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
 def test_state_dict_wraps_the_host_state_and_accepts_a_bare_one():
-    from training.loss import StyleGAN2Loss  # noqa: F401  (our host has pl_mean state)
-
-    class StatefulHost(NimgHostLoss):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.value = 0.0
-
-        def state_dict(self):
-            return {"value": self.value}
-
-        def load_state_dict(self, state):
-            self.value = state["value"]
-
-    globals()["StatefulHost"] = StatefulHost
     G, D, aug, inner, kwargs = make_host("cur_nimg")
     loss = NDALoss(nda_inner_class_name=HERE + ".StatefulHost", nda_spec=FlipPipe([True] * 4), **kwargs)
     loss.inner.value = 2.5
