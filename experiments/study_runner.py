@@ -154,7 +154,6 @@ class Driver:
         self.done, self.diverged, self.promotions = {}, {}, {}  # what the results file holds
         self.refresh()
         self.failures = []
-        self.durations = []
 
     def refresh(self):
         """Re-read the results file: another driver (another part, or a second terminal) may have
@@ -340,14 +339,12 @@ class Driver:
             self.refresh()  # under the run's lock: lines another driver wrote are seen before any work
             if self.is_complete(task):
                 return "skipped"
-            start = time.time()
             facts = self._train(task)
             if facts is None:
                 return "stopped"
             self._evaluate(task, facts)
             if self._stop.is_set():
                 return "stopped"
-            self.durations.append(time.time() - start)
             return "done"
         except (RunFailed, PlanChanged) as exc:
             return self._failed(task, str(exc))
@@ -396,13 +393,35 @@ class Driver:
         return outcomes
 
     def _progress_line(self, task, seconds, study_tasks):
-        """``done main/baseline seed 0 in 14m 02s; study: 22 runs left, ETA 2h 41m at 2 workers``;
-        the ETA is the mean time of the runs this driver finished, times the runs left, over the workers."""
-        left = sum(1 for t in study_tasks if not self.is_complete(t))
-        mean = sum(self.durations) / len(self.durations)
-        eta = mean * left / self.workers
+        """``done main/baseline seed 0 in 14m 02s; study: 22 runs left, ETA 2h 41m at 2 workers``."""
+        left = [t for t in study_tasks if not self.is_complete(t)]
+        cost = self.run_cost(study_tasks)
+        eta = "unknown" if cost is None else format_duration(cost * len(left) / self.workers)
         return ("done %s in %s; study: %d runs left, ETA %s at %d worker(s)"
-                % (task.label(), format_duration(seconds), left, format_duration(eta), self.workers))
+                % (task.label(), format_duration(seconds), len(left), eta, self.workers))
+
+    def run_cost(self, study_tasks):
+        """Median seconds of one whole run (training over all its segments plus the wall time of
+        each of its evaluations), over the finished runs in the results file. From the file, not
+        from this driver's clock: right after a restart the runs it finishes only needed their
+        last evaluations, and an ETA from them would be far too low."""
+        costs = []
+        for t in study_tasks:
+            if not self.is_complete(t):
+                continue
+            with self._lock:
+                lines = [r for k, r in self.done.items() if k[:3] == t.key]
+            if not lines:
+                continue  # a diverged run before its first snapshot
+            train = lines[0].get("train_wall_s")
+            evals = [r.get("eval_wall_s") for r in lines]
+            if isinstance(train, (int, float)) and all(isinstance(e, (int, float)) for e in evals):
+                costs.append(train + sum(evals))
+        if not costs:
+            return None
+        costs.sort()
+        mid = len(costs) // 2
+        return costs[mid] if len(costs) % 2 else (costs[mid - 1] + costs[mid]) / 2
 
 
 def metric_result(output, name):

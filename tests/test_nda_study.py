@@ -400,6 +400,25 @@ def test_a_diverged_run_is_never_retrained_but_its_written_snapshots_are_scored(
     assert len(study_runs.segments(task.root)) == 1 and not os.path.exists(os.path.join(task.root, "run.json"))
 
 
+def test_the_eta_comes_from_whole_runs_in_the_results_file_not_from_this_drivers_clock(tmp_path):
+    plan = dict(TINY_PLAN, parts={"tiny": dict(TINY_PLAN["parts"]["tiny"], seeds=[0, 1, 2])})
+    study = study_plan.study_from_dict(plan)
+    results = str(tmp_path / "r.jsonl")
+    for seed, train in ((0, 600.0), (1, 900.0)):  # two whole runs of the baseline, one evaluation each
+        append_record(results, dict(type="metric", part="tiny", arm="baseline", arm_index=0, baseline_arm="baseline",
+                                    seed=seed, kimg=0, metric="swd", results={"swd_avg": 1.0}, train_wall_s=train,
+                                    eval_wall_s=60.0 + seed))
+    driver = study_runner.Driver(study, results, str(tmp_path / "runs"), 2, out=open(os.devnull, "w"))
+    tasks = study_runner.plan_tasks(study, ["tiny"], str(tmp_path / "runs"), {})
+    assert driver.run_cost(tasks) == pytest.approx((660.0 + 961.0) / 2)
+    # Just finished by this driver in 5 s (a restart that only had one evaluation left): 4 runs are
+    # left, at the recorded median cost over 2 workers.
+    line = driver._progress_line(tasks[0], 5.0, tasks)
+    assert line == "done tiny/baseline seed 0 in 5s; study: 4 runs left, ETA 27m 01s at 2 worker(s)"
+    empty = study_runner.Driver(study, str(tmp_path / "none.jsonl"), str(tmp_path / "runs"), 2, out=open(os.devnull, "w"))
+    assert empty.run_cost(tasks) is None and "ETA unknown" in empty._progress_line(tasks[0], 5.0, tasks)
+
+
 # ------------------------------------------------------------------------------ the plan
 def test_the_declared_plan_matches_the_study_design():
     main, limited, sweep = (study_plan.STUDY.part(p) for p in ("main", "limited", "sweep"))
