@@ -38,6 +38,9 @@ VARIANTS = {
     "baseline": None,
     "nda weighted": dict(nda="jigsaw,stitch", nda_mode="weighted"),
     "nda mixture": dict(nda="jigsaw,stitch", nda_mode="mixture"),
+    # The study's other arms: the reweighting-only control (no negatives) and jigsaw alone.
+    "reweight only": dict(nda_mode="reweight", nda_lambda=0.25),
+    "nda jigsaw": dict(nda="jigsaw", nda_mode="weighted"),
 }
 
 
