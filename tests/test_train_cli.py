@@ -458,9 +458,17 @@ def test_default_metrics_never_need_a_download(tmp_path, monkeypatch):
     monkeypatch.setenv("NDA_STYLEGAN_METRICS_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("NDA_STYLEGAN_DETECTORS", str(tmp_path))
     assert checks.resolve_metrics(None, "cpu") == ["fdl0_10k_full"]  # packaged weights: no download
-    assert checks.resolve_metrics(["auto"], "cuda") == ["swd"]  # no Inception file on disk: network-free
+    assert checks.resolve_metrics(["auto"], "cuda") == ["fdl0_10k_full"]  # no Inception file on disk
     (tmp_path / "inception-2015-12-05.pt").write_bytes(b"an error page")  # not a usable Inception file
-    assert checks.resolve_metrics(None, "cuda") == ["swd"]
+    assert checks.resolve_metrics(None, "cuda") == ["fdl0_10k_full"]
+    from metrics import detectors, fdl0
+
+    def weights_missing():
+        raise detectors.DetectorUnavailableError("efficientnet-lite0 weights are not installed")
+
+    with monkeypatch.context() as m:  # without the metrics extra: network-free swd on a GPU, none on a CPU
+        m.setattr(fdl0, "check_available", weights_missing)
+        assert checks.resolve_metrics(None, "cuda") == ["swd"] and checks.resolve_metrics(None, "cpu") == []
     from standin_detectors import save_standin_detectors, use_standins
 
     use_standins(monkeypatch)  # a usable Inception file (the stand-in) on disk

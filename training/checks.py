@@ -80,21 +80,21 @@ def is_auto(names):
 
 def default_metrics(device):
     """Training must never start a download: on a GPU, fid50k_full when the Inception file is
-    already on disk, else the network-free swd; on a CPU fdl0_10k_full (packaged weights, offline)
-    when its weights are installed, else none."""
+    already on disk; otherwise fdl0_10k_full (packaged weights, offline) when its weights are
+    installed; else the network-free swd on a GPU and nothing on a CPU."""
     from metrics import detectors, fdl0
 
-    if device != "cuda":
+    if device == "cuda":
         try:
-            fdl0.check_available()
-        except detectors.DetectorUnavailableError:
-            return []
-        return ["fdl0_10k_full"]
+            detectors.find_detector_file("inception", download=False)
+            return ["fid50k_full"]
+        except (ValueError, OSError):
+            pass
     try:
-        detectors.find_detector_file("inception", download=False)
-    except (ValueError, OSError):
-        return ["swd"]
-    return ["fid50k_full"]
+        fdl0.check_available()
+    except detectors.DetectorUnavailableError:
+        return ["swd"] if device == "cuda" else []
+    return ["fdl0_10k_full"]
 
 
 _loaded_snapshots = {}  # (path, mtime, size) -> loaded snapshot: the checks read a --resume file once
