@@ -23,6 +23,9 @@ def test_description_names_the_options_in_the_hosts_order():
     assert (options._description("faces", "cifar", 2.0, 0.5, 16, "-fixed-p0.3", "/runs/x.pkl", 2)
             == "faces-cifar-gamma2-kimg0.5-batch16-fixed-p0.3-resumecustom-freezed2")
     assert options._description("faces", "cpu", None, None, None, "", "noresume", 0) == "faces-cpu-freezed0"
+    assert options._description("faces", "paper256", None, None, None, "", "ffhq256", None) == "faces-paper256-resumeffhq256"
+    assert options._description("faces", "cpu", None, None, None, "", "https://example.org/ffhq256.pkl", None) \
+        == "faces-cpu-resumecustom"
     desc, _, _ = options.build_config(cfg="cpu", metrics=[], subset=10, mirror=True, gamma=2, aug="ada", target=0.7)
     assert desc == "builtin-subset10-mirror-cpu-gamma2-ada-target0.7"
 

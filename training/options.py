@@ -10,6 +10,7 @@ import torch
 
 from training import presets
 from training import checks
+from training import pretrained
 
 AUG_MODES = ("ada", "noaug", "fixed")
 DEFAULT_AUGPIPE = "bgc"
@@ -254,7 +255,8 @@ def _description(dataset_desc, cfg_name, gamma, kimg, batch, aug_desc, resume, f
             desc += tag % value
     desc += aug_desc
     if resume is not None and resume != "noresume":
-        desc += "-resumecustom"
+        # As the host: a published name is kept in the folder name, any other source is "custom".
+        desc += "-resume%s" % resume if resume in pretrained.PUBLISHED else "-resumecustom"
     if freezed is not None:
         desc += "-freezed%d" % freezed
     return desc
