@@ -85,7 +85,7 @@ def main(ctx, outdir, dry_run, **kwargs):
     """
     plugin_values = plugins.pop_plugin_options(kwargs, PLUGINS)
     env = distributed.torchrun_env()
-    desc, c, info = options.build_config(torchrun_world=env[1] if env else None, **kwargs)
+    desc, c, info = options.build_config(torchrun_world=env[1] if env else None, download=not dry_run, **kwargs)
     names = plugins.apply_plugins(c, PLUGINS, plugin_values)
     desc = "-".join([desc] + names)
     checks.check_networks(c, info)

@@ -66,6 +66,14 @@ class DetectorUnavailableError(ValueError):
     """A detector file is neither on disk nor downloadable; the message says how to provide it."""
 
 
+class DetectorNotDownloadedError(DetectorUnavailableError):
+    """A downloadable detector file is not on disk yet and the caller asked not to download it."""
+
+    def __init__(self, message, filename, url):
+        super().__init__(message)
+        self.filename, self.url = filename, url
+
+
 def default_cache_dir():
     root = os.environ.get(ENV_CACHE) or os.path.join(os.path.expanduser("~"), ".cache", "nda_stylegan", "metrics")
     return os.path.join(root, "detectors")
@@ -191,7 +199,8 @@ def find_detector_file(name_or_spec, detectors_dir=None, cache_dir=None, downloa
         except ValueError:
             os.remove(path)  # a bad copy in our own cache is replaced, not trusted
     if not download:
-        raise DetectorUnavailableError("detector file %s is not on disk; %s" % (spec.filename, _how_to_provide(spec, cache_dir)))
+        raise DetectorNotDownloadedError("detector file %s is not on disk; %s" % (spec.filename, _how_to_provide(spec, cache_dir)),
+                                         spec.filename, spec.url)
     try:
         _leader_first(lambda: download_file(spec.url, path, spec) if not os.path.isfile(path) else path)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:

@@ -214,6 +214,30 @@ def test_dry_run_prints_options_and_creates_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_dry_run_announces_a_detector_download_instead_of_fetching_it(tmp_path, monkeypatch):
+    from metrics import detectors
+
+    cache = tmp_path / "detector-cache"
+    monkeypatch.setenv("NDA_STYLEGAN_METRICS_CACHE", str(cache))
+    monkeypatch.delenv("NDA_STYLEGAN_DETECTORS", raising=False)
+    fetched = []
+
+    def no_network(url, path, spec):
+        fetched.append(url)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(detectors, "download_file", no_network)
+    result = invoke("--outdir", str(tmp_path / "runs"), "--dry-run", "--metrics", "fid50k_full")
+    assert result.exit_code == 0, result.output
+    assert "note: --metrics fid50k_full will download inception-2015-12-05.pt from https://" in result.output
+    assert fetched == [] and not (tmp_path / "runs").exists()
+    assert not cache.exists() or not any(cache.rglob("*.pt"))
+    # The real run fetches it before training starts (here the fetch fails: one error line, exit 2).
+    result = invoke("--outdir", str(tmp_path / "runs"), "--metrics", "fid50k_full")
+    assert result.exit_code == 2 and "cannot download detector file inception-2015-12-05.pt" in error_line(result)
+    assert len(fetched) == 1 and not (tmp_path / "runs").exists()
+
+
 def test_options_json_is_written_before_the_processes_start(tmp_path, monkeypatch):
     seen = {}
 

@@ -57,9 +57,11 @@ def augment_presets(augment_module):
     return pipes
 
 
-def resolve_metrics(names, device):
+def resolve_metrics(names, device, download=True):
     """``None``/``["auto"]`` -> default_metrics(device). Other names must be known metrics whose
-    detectors are there (checked now, before any run folder exists or training starts)."""
+    detectors are there (checked now, before any run folder exists or training starts).
+    ``download=False`` (a dry run): a detector file that a real run would download is only
+    announced, on stderr, instead of being fetched."""
     from metrics import detectors, registry
 
     if is_auto(names):
@@ -67,10 +69,14 @@ def resolve_metrics(names, device):
     unknown = [n for n in names if not registry.is_valid_metric(n)]
     if unknown:
         fail("--metrics: unknown metric(s) %s; choose from %s, or none" % (", ".join(unknown), ", ".join(registry.list_metrics())))
-    try:
-        registry.check_metric_needs(names)
-    except detectors.DetectorUnavailableError as exc:
-        fail("--metrics: %s" % exc)
+    for name in names:
+        try:
+            registry.check_metric_needs([name], download=download)
+        except detectors.DetectorNotDownloadedError as exc:
+            click.echo("note: --metrics %s will download %s from %s when the run starts"
+                       % (name, exc.filename, exc.url), err=True)
+        except detectors.DetectorUnavailableError as exc:
+            fail("--metrics: %s" % exc)
     return list(names)
 
 

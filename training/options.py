@@ -265,11 +265,12 @@ def _description(dataset_desc, cfg_name, gamma, kimg, batch, aug_desc, resume, f
 def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=None, subset=None, mirror=None,
                  cfg=None, gamma=None, kimg=None, batch=None, aug=None, p=None, target=None, augpipe=None,
                  resume=None, freezed=None, fp32=None, nhwc=None, allow_tf32=None, nobench=None, workers=None,
-                 torchrun_world=None):
+                 torchrun_world=None, download=True):
     """Return ``(desc, c, info)``: the run description (folder name without id), the loop's
     config and the dataset's DatasetInfo.
 
     ``torchrun_world``: the process count when torchrun started us (it then wins over --gpus).
+    ``download=False`` (a dry run): detector files the metrics need are checked, never fetched.
     Each piece checks its own options; they run in this order, so the first bad option in it is
     the one reported.
     """
@@ -280,7 +281,7 @@ def build_config(gpus=None, snap=None, metrics=None, seed=None, data=None, cond=
     c["data_loader_kwargs"] = _loader_config(device, workers)
     cfg_name, spec = _preset_config(cfg, info.resolution, gpus, device)
     c.update(_tick_config(spec, snap))
-    c["metrics"] = checks.resolve_metrics(metrics, device)
+    c["metrics"] = checks.resolve_metrics(metrics, device, download)
     c["metrics_final_only"] = checks.metrics_final_only(metrics, device)
     fp16 = device == "cuda" and not fp32  # mixed precision is ~17x slower on a CPU: fp32 there
     c["G_kwargs"], c["D_kwargs"] = _network_config(spec, cfg_name, fp16)
