@@ -216,6 +216,20 @@ def test_records_can_only_build_network_classes(tmp_path):
     assert not marker.exists()
 
 
+def test_a_record_asking_for_more_weights_than_it_holds_is_refused_before_any_allocation(tmp_path):
+    stem, *_ = write_tiny_snapshot(tmp_path)
+    raw = torch.load(stem + ".pt", weights_only=True)
+    # 2**20 channels per layer: terabytes of weights if built, from a file of a few hundred kB.
+    raw["networks"]["G"]["init_kwargs"]["synthesis_kwargs"].update(channel_base=2 ** 40, channel_max=2 ** 20)
+    torch.save(raw, tmp_path / "huge.pt")
+    # Built for real, this would fail to allocate (another message) or exhaust the memory.
+    with pytest.raises(ValueError, match=r"G's constructor arguments describe \d+ weights but the file holds \d+"):
+        snapshot.load_network_file(str(tmp_path / "huge.pt"))
+    # The tiny snapshot itself still loads (its weights are exactly what its arguments describe).
+    data = snapshot.load_network_file(stem + ".pt")
+    assert sum(p.numel() for p in data.G.parameters()) > 0
+
+
 def test_snapshot_names_keep_whole_kimg_and_never_collide(tmp_path):
     G, D = tiny_networks()
     names = []

@@ -190,6 +190,7 @@ def _build_network(record, path, name):
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         # Only network classes are built: a record must not call just any function of ours.
         raise _not_a_snapshot(path, "%s names %r, which is not a network class" % (name, class_name))
+    _check_size(cls, record, path, name)
     try:
         module = cls(**to_easydict(record["init_kwargs"]))
         module.load_state_dict(record["state_dict"])
@@ -197,6 +198,23 @@ def _build_network(record, path, name):
         raise ValueError("%s: cannot rebuild %s as %s (%s); was it written by another version of the networks?"
                          % (path, name, class_name, _first_line(exc)))
     return module.eval().requires_grad_(False)
+
+
+def _check_size(cls, record, path, name):
+    """Build the network on the meta device (no memory) and refuse a record whose constructor
+    arguments ask for more weights than the file holds: a crafted file could otherwise make us
+    allocate without bound before load_state_dict, which would fail on it anyway."""
+    held = sum(v.numel() for v in record["state_dict"].values() if isinstance(v, torch.Tensor))
+    try:
+        with torch.device("meta"):
+            probe = cls(**to_easydict(record["init_kwargs"]))
+    except Exception as exc:
+        raise ValueError("%s: cannot rebuild %s as %s (%s); was it written by another version of the networks?"
+                         % (path, name, record.get("class_name"), _first_line(exc)))
+    needed = sum(v.numel() for v in probe.state_dict().values())
+    if needed > held:
+        raise ValueError("%s: %s's constructor arguments describe %d weights but the file holds %d; the file is "
+                         "damaged or was not written by a network's own code" % (path, name, needed, held))
 
 
 def _torch_loads_weights_only():

@@ -57,7 +57,9 @@ def setup_filter(f, device=torch.device("cpu"), normalize=True, flip_filter=Fals
     """
     if f is None:
         f = 1
-    f = torch.as_tensor(f, dtype=torch.float32)
+    # Taps are tiny: prepared on the CPU even under a ``torch.device("meta")`` context (a network
+    # is first built there to size it before any memory is spent; see training.snapshot).
+    f = torch.as_tensor(f, dtype=torch.float32, device="cpu")
     if f.dim() == 0:
         f = f.reshape(1)
     if f.dim() not in (1, 2) or f.numel() == 0:
