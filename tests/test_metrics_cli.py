@@ -214,8 +214,9 @@ def test_unwritable_output_folder(run_dir, tmp_path, monkeypatch):
 
 
 def test_two_processes_report_once_and_agree_with_themselves(run_dir, detectors_dir, tmp_path):
-    """--gpus 2 on the CPU: gloo processes split the work (all_gather, all_reduce, broadcast paths)."""
-    args = ("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "kid50k,swd", "--gpus", 2,
+    """--gpus 2 on the CPU: gloo processes split the work (all_gather, all_reduce, broadcast paths),
+    for the Inception metrics, swd and the offline fdl0."""
+    args = ("--network", run_dir / "network-snapshot-000000.pkl", "--metrics", "kid50k,swd,fdl0_10k_full", "--gpus", 2,
             "--detectors", detectors_dir, "--num-gen", 16, "--max-real", 24, "--num-images", 16, "--verbose", "false")
     before = len(_rows(run_dir, "swd")) if (run_dir / "metric-swd.jsonl").exists() else 0
     first = run(*args)
@@ -225,13 +226,26 @@ def test_two_processes_report_once_and_agree_with_themselves(run_dir, detectors_
     kid = _rows(run_dir, "kid50k")
     assert len(kid) == 2 and kid[0]["num_gpus"] == 2 and kid[0]["results"] == kid[1]["results"]
     assert len(_rows(run_dir, "swd")) == before + 2  # rank 0 alone writes
+    fd = _rows(run_dir, "fdl0_10k_full")[-2:]
+    assert fd[0]["num_gpus"] == 2 and fd[0]["results"] == fd[1]["results"]
+    assert np.isfinite(fd[0]["results"]["fdl0_10k_full"]) and fd[0]["results"]["fdl0_10k_full"] > 0
     # The real features the two processes gathered (and cached) are those of one process, in order.
     from metrics.options import MetricOptions
 
-    (cached,) = (tmp_path / "cache" / "stats").iterdir()
+    (cached,) = [p for p in (tmp_path / "cache" / "stats").iterdir() if "inception" in p.name]
     with np.load(str(cached)) as data:
         gathered = data["all"]
     single = MetricOptions(dataset=dict(DATA, use_labels=False), detectors_dir=detectors_dir, cache_dir=False)
     expected = single.real_stats("inception", dict(return_features=True), max_items=24, capture_all=True,
                                  dataset_updates=dict(max_size=None)).get_all()
     assert gathered.shape == (24, 64) and np.allclose(gathered, expected, atol=1e-5)
+    # fdl0's real statistics (sums all-reduced over the ranks) equal those of one process.
+    from metrics import fdl0
+
+    (cached,) = [p for p in (tmp_path / "cache" / "stats").iterdir() if fdl0.DETECTOR_NAME in p.name]
+    with np.load(str(cached)) as data:
+        sums = int(data["num_items"]), data["sum"]
+    expected = single.real_stats(fdl0.DETECTOR_NAME, dict(resolution=fdl0.RESOLUTION, stage=fdl0.FEATURE_STAGE),
+                                 max_items=24, capture_mean_cov=True)
+    one = expected.to_arrays()["sum"]  # float32 features of other batch splits: equal to ~1e-6 of the scale
+    assert sums[0] == expected.num_items == 24 and np.allclose(sums[1], one, rtol=0, atol=1e-5 * np.abs(one).max())
