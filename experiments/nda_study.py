@@ -179,7 +179,10 @@ def promote(results, plan):
 @cli.command()
 @click.argument("results_file", metavar="RESULTS")
 @click.option("--out", metavar="DIR", help="Where the Markdown and PNGs go [default: the results file's folder]")
-def report(results_file, out):
+@click.option("--readme", metavar="FILE", help="Also rewrite the study block between the marker lines of this "
+              "Markdown file (README.md): progress per part, each part's table, plots")
+@plan_option
+def report(results_file, out, readme, plan):
     """Write nda-study.md and the plots from a results file (the same file gives the same bytes)."""
     if not os.path.isfile(results_file):
         raise click.UsageError("RESULTS: %s is not a file; give a results file such as %s" % (results_file,
@@ -187,10 +190,22 @@ def report(results_file, out):
     out = out or os.path.dirname(os.path.abspath(results_file))
     if os.path.exists(out) and not os.path.isdir(out):
         raise click.UsageError("--out: %s is not a folder" % out)
-    from experiments import study_report
+    from experiments import study_readme, study_report
 
+    study = _load_study(plan)
+    if readme is not None:  # checked before anything is written
+        if not os.path.isfile(readme):
+            raise click.UsageError("--readme: %s is not a file" % readme)
+        with open(readme, encoding="utf-8") as f:
+            try:
+                study_readme.replace_block(f.read(), "")
+            except study_readme.MarkersMissing as exc:
+                raise click.UsageError("--readme: %s %s" % (readme, exc))
     path = study_report.write_report(results_file, out)
     click.echo("wrote %s" % path)
+    if readme is not None:
+        changed = study_readme.update_readme(readme, results_file, study, out)
+        click.echo("%s %s" % ("updated" if changed else "unchanged:", readme))
 
 
 @cli.command()

@@ -116,12 +116,8 @@ def build_report(results_path, title=RESULTS_TITLE):
     """``(markdown text, {png file name: bytes})``."""
     records, bad = read_results(results_path)
     metrics, diverged, promotions = index_results(records)
-    parts = {}
-    for (part, arm, seed, kimg, metric), record in metrics.items():
-        parts.setdefault(part, [{}, {}])[0][(arm, seed, kimg, metric)] = record
-    for (part, arm, seed), record in diverged.items():
-        parts.setdefault(part, [{}, {}])[1][(arm, seed)] = record
-    names = sorted(parts, key=lambda p: (_PART_RANK.get(p, 99), p))
+    parts = part_data(metrics, diverged)
+    names = list(parts)
 
     runs = len({(p, a, s) for (p, a, s, _, _) in metrics} | set(diverged))
     out = ["# %s" % title, "",
@@ -134,8 +130,7 @@ def build_report(results_path, title=RESULTS_TITLE):
               study_stats.BOOTSTRAP_SAMPLES), ""]
     images = {}
     for name in names:
-        data = PartData(name, *parts[name])
-        out += _part_section(data, images)
+        out += _part_section(parts[name], images)
     if promotions:
         out += ["## Promotion of the sweep's best setting", ""]
         for source in sorted(promotions):
@@ -146,6 +141,17 @@ def build_report(results_path, title=RESULTS_TITLE):
 _PART_RANK = {"main": 0, "limited": 1, "sweep": 2}
 
 
+def part_data(metrics, diverged):
+    """``{part name: PartData}`` in report order, from index_results' metric and diverged lines."""
+    parts = {}
+    for (part, arm, seed, kimg, metric), record in metrics.items():
+        parts.setdefault(part, [{}, {}])[0][(arm, seed, kimg, metric)] = record
+    for (part, arm, seed), record in diverged.items():
+        parts.setdefault(part, [{}, {}])[1][(arm, seed)] = record
+    names = sorted(parts, key=lambda p: (_PART_RANK.get(p, 99), p))
+    return {name: PartData(name, *parts[name]) for name in names}
+
+
 def _part_section(data, images):
     out = ["## Part `%s`" % data.name, ""]
     arms_text = ", ".join("`%s` (seeds %s)" % (a, " ".join(str(s) for s in data.seeds(a))) for a in data.arms)
@@ -154,14 +160,14 @@ def _part_section(data, images):
     if data.final_kimg is None or not keys:
         out += ["No evaluated snapshot yet.", ""]
     else:
-        out += _arm_table(data, keys)
-        out += _difference_section(data, keys)
-        out += _plots(data, keys, images)
+        out += arm_table(data, keys)
+        out += difference_section(data, keys)
+        out += plots(data, keys, images)
     out += _every_run(data, keys)
     return out
 
 
-def _arm_table(data, keys):
+def arm_table(data, keys):
     k = data.final_kimg
     head = ["arm"] + ["%s%s" % (rk.label, " ↓" if rk.lower_is_better else " ↑") for rk in keys] + \
            [rk.label for rk in RUN_KEYS]
@@ -179,7 +185,7 @@ def _pairs(base, other):
     return seeds, [other[s] - base[s] for s in seeds]
 
 
-def _difference_section(data, keys):
+def difference_section(data, keys):
     if data.baseline is None or len(data.arms) < 2:
         return []
     k = data.final_kimg
@@ -208,7 +214,7 @@ def _difference_section(data, keys):
     return out + [""] + sentences + [""]
 
 
-def _plots(data, keys, images):
+def plots(data, keys, images):
     out = []
     if len(data.kimgs) < 1:
         return out

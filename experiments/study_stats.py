@@ -50,8 +50,15 @@ def format_number(fmt, value):
     return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
+# Below this many paired seeds no verdict is given: a percentile bootstrap of 2 differences is
+# their range (it "excludes zero" whenever both have the same sign).
+MIN_PAIRED_SEEDS = 3
+
+
 def verdict(arm, baseline, label, fmt, lower_is_better, differences):
-    """One plain sentence on ``arm`` vs ``baseline`` from the per-seed differences."""
+    """One plain sentence on ``arm`` vs ``baseline`` from the per-seed differences: a difference
+    is called distinguishable from noise only when the paired bootstrap interval and the paired
+    t-interval both exclude zero, over at least MIN_PAIRED_SEEDS seeds."""
     mean, low, high = paired_bootstrap(differences)
     n = len(differences)
     if float(fmt % mean) == 0:
@@ -62,9 +69,10 @@ def verdict(arm, baseline, label, fmt, lower_is_better, differences):
         amount = format_number(fmt, abs(mean)) + " "
     head = "%s vs %s, %s: %s%s %s on average over %d paired seed%s" % (
         arm, baseline, label, amount, direction, baseline, n, "" if n == 1 else "s")
-    if low is None:
-        return head + "; too few paired seeds to tell signal from noise."
-    ci = "95%% bootstrap CI %s to %s" % (format_number(fmt, low), format_number(fmt, high))
-    if low > 0 or high < 0:
-        return "%s (%s); the interval excludes zero: distinguishable from noise." % (head, ci)
-    return "%s (%s); the interval includes zero: not distinguishable from noise." % (head, ci)
+    if n < MIN_PAIRED_SEEDS:
+        return head + "; too few paired seeds to tell signal from noise (a verdict needs %d)." % MIN_PAIRED_SEEDS
+    _, tlow, thigh = t_interval(differences)
+    ci = "95%% bootstrap CI %s to %s, paired t CI %s to %s" % tuple(format_number(fmt, v) for v in (low, high, tlow, thigh))
+    if (low > 0 and tlow > 0) or (high < 0 and thigh < 0):
+        return "%s (%s); both intervals exclude zero: distinguishable from noise." % (head, ci)
+    return "%s (%s); an interval includes zero: not distinguishable from noise." % (head, ci)

@@ -490,12 +490,20 @@ def test_paired_bootstrap_on_known_shifts():
 
 def test_the_sentences_say_whether_a_difference_is_noise():
     worse = study_stats.verdict("nda", "baseline", "FD", "%.2f", True, [1.0, 2.0, 1.5, 0.5, 3.0])
-    assert "1.60 higher (worse)" in worse and "excludes zero: distinguishable from noise" in worse
+    assert "1.60 higher (worse)" in worse and "both intervals exclude zero: distinguishable from noise" in worse
     noise = study_stats.verdict("nda", "baseline", "AUROC", "%.4f", False, [0.01, -0.02, 0.0, 0.01, -0.01])
     assert "not distinguishable from noise" in noise and "(worse)" in noise
     better = study_stats.verdict("nda", "baseline", "AUROC", "%.4f", False, [0.02, 0.03, 0.025])
-    assert "higher (better)" in better and "distinguishable from noise" in better
+    assert "higher (better)" in better and "both intervals exclude zero: distinguishable from noise" in better
     assert "too few paired seeds" in study_stats.verdict("nda", "baseline", "FD", "%.2f", True, [1.0])
+    # Two seeds of one sign: the bootstrap interval is their range and excludes zero; no verdict.
+    two = study_stats.verdict("nda", "baseline", "FD", "%.2f", True, [111.47, 411.87])
+    assert study_stats.paired_bootstrap([111.47, 411.87])[1] > 0 and "too few paired seeds" in two
+    # One large seed: the bootstrap excludes zero (every resample is positive), the t-interval does not.
+    skewed = [0.1, 0.1, 5.0]
+    assert study_stats.paired_bootstrap(skewed)[1] > 0 and study_stats.t_interval(skewed)[1] < 0
+    assert "an interval includes zero: not distinguishable from noise" in study_stats.verdict(
+        "nda", "baseline", "FD", "%.2f", True, skewed)
 
 
 # ------------------------------------------------------------------------------ report
@@ -538,7 +546,7 @@ def test_report_is_the_same_to_the_byte_and_shows_every_run(tmp_path):
     sentences = {s.split(",")[0]: s for s in text.splitlines() if s.startswith("- `") and "Frechet" in s}
     worse = sentences["- `nda-weighted` vs `baseline`"]
     assert 1.5 < float(worse.split(": ")[1].split()[0]) < 2.5
-    assert "higher (worse)" in worse and "excludes zero: distinguishable from noise" in worse
+    assert "higher (worse)" in worse and "both intervals exclude zero: distinguishable from noise" in worse
     assert "includes zero: not distinguishable from noise" in sentences["- `reweight-only` vs `baseline`"]
     pngs = [n for n in outputs[0] if n.endswith(".png")]
     assert sorted(pngs) == ["nda-study-main-fdl0_10k_full.png", "nda-study-main-mean-nda_auroc_corrupt.png",
@@ -547,6 +555,48 @@ def test_report_is_the_same_to_the_byte_and_shows_every_run(tmp_path):
         assert "](%s)" % name in text
         image = Image.open(tmp_path / "a" / name)
         assert image.size == (760, 440) and len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 10
+
+
+def test_report_rewrites_only_the_readme_block_and_the_same_file_gives_the_same_bytes(tmp_path):
+    from experiments import study_readme
+
+    path = str(tmp_path / "results" / "results.jsonl")
+    synthetic_results(path)  # main: baseline, nda-weighted, reweight-only, seeds 0-4, FD and nda_auroc
+    plan = dict(TINY_PLAN, metrics=[{"name": study_plan.FD_METRIC}, {"name": "nda_auroc"}],
+                parts={"main": {"kimg": 50, "snap": 5, "eval_kimg": [10, 20, 30, 40, 50], "seeds": [0, 1, 2, 3, 4],
+                                "arms": [["baseline", []], ["nda-weighted", ["--nda=jigsaw"]],
+                                         ["reweight-only", ["--nda-mode=reweight"]], ["nda-mixture", ["--nda=jigsaw"]]]},
+                       "limited": {"kimg": 50, "snap": 5, "eval_kimg": [50], "seeds": [0, 1],
+                                   "arms": [["baseline", []]]}})
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\nWritten by people.\n\n", "\n## Next section\n\nAlso kept.\n"
+    readme.write_text(before + study_readme.BEGIN + "\nold text\n" + study_readme.END + after)
+    args = ["report", path, "--readme", str(readme), "--plan", str(tmp_path / "plan.json")]
+    texts = []
+    for _ in range(2):
+        result = CliRunner().invoke(nda_study.cli, args)
+        assert result.exit_code == 0, result.output
+        texts.append(readme.read_text())
+    assert texts[0] == texts[1] and "unchanged: " in result.output
+    text = texts[0]
+    assert text.startswith(before + study_readme.BEGIN) and text.endswith(study_readme.END + after)
+    assert "old text" not in text
+    assert "Finished so far: `main` 15 of 20 runs, `limited` 0 of 2 runs." in text
+    assert "[`results/nda-study.md`](results/nda-study.md)" in text
+    assert "](results/nda-study-main-fdl0_10k_full.png)" in text and (tmp_path / "results" /
+                                                                      "nda-study-main-fdl0_10k_full.png").exists()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["baseline", "nda-weighted", "reweight-only"]
+    sentences = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(sentences) == 2 and all("Frechet distance" in line for line in sentences)
+    # No markers: one error line, exit 2, and nothing is written (not even the report).
+    bare = tmp_path / "bare.md"
+    bare.write_text("# No block here\n")
+    out = tmp_path / "elsewhere"
+    result = CliRunner().invoke(nda_study.cli, ["report", path, "--readme", str(bare), "--out", str(out)])
+    assert result.exit_code == 2 and "needs the marker lines" in result.output and not out.exists()
+    assert bare.read_text() == "# No block here\n"
 
 
 def test_mean_of_prefix_averages_the_corruption_sets():
