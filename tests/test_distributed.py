@@ -238,3 +238,55 @@ def test_mixture_statistics_agree_across_ranks_when_one_replaces_nothing(tmp_pat
     distributed.launch(_mixture_stats_worker, 2, "cpu", args=(str(tmp_path),))
     ranks = [json.load(open(tmp_path / ("rank%d.json" % r))) for r in (0, 1)]
     assert any(a != b for a, b in zip(*ranks))  # some step had one rank replacing and the other not
+
+
+def _metric_scenario_worker(rank, config, scenario, out_dir):
+    """Spawned child: the real training loop with metrics replaced by stand-ins. ``fails_midway``:
+    rank 1's metric raises while rank 0's waits in a collective, as a real metric's would.
+    ``missing_on_one``: only rank 1 lacks the metric's detector."""
+    from metrics import detectors, registry
+
+    def compute_metric(name, **kwargs):
+        with open(os.path.join(out_dir, "computed%d.txt" % rank), "a") as f:
+            f.write(name + "\n")
+        if scenario == "fails_midway" and rank == 1:
+            raise RuntimeError("disk full")
+        torch.distributed.all_reduce(torch.ones(1))
+        return dict(metric=name, results={name: 1.0})
+
+    def check_metric_needs(names, detectors_dir=None, download=True):
+        if scenario == "missing_on_one" and rank == 1:
+            raise detectors.DetectorUnavailableError("detector file gone")
+
+    registry.compute_metric, registry.check_metric_needs = compute_metric, check_metric_needs
+    registry.report_metric = lambda result, run_dir=None, snapshot_pkl=None: None
+    distributed.run_training_loop(rank, config)
+
+
+def _launch_metric_scenario(run_dir, scenario, out_dir):
+    c = _tiny_config(run_dir, 2)
+    c["metrics"] = ["swd"]
+    distributed.launch(_metric_scenario_worker, 2, "cpu", args=(c, scenario, out_dir))
+
+
+def _run_metric_scenario(tmp_path, scenario):
+    code = ("import sys; sys.path[:0] = [%r, %r]; import test_distributed as t; t._launch_metric_scenario(%r, %r, %r)"
+            % (REPO, os.path.join(REPO, "tests"), str(tmp_path / "run"), scenario, str(tmp_path)))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
+
+
+def test_a_metric_failing_in_one_process_stops_the_run_with_one_line_instead_of_hanging(tmp_path):
+    proc = _run_metric_scenario(tmp_path, "fails_midway")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = "Error: metric swd failed in process 1 of 2 (disk full); the others cannot go on in step with it"
+    assert line in proc.stderr and line in (tmp_path / "run" / "log.txt").read_text()
+    assert list((tmp_path / "run").glob("network-snapshot-*.pkl"))  # written before the metrics ran
+
+
+def test_a_metric_one_process_cannot_run_is_skipped_by_all_and_training_goes_on(tmp_path):
+    proc = _run_metric_scenario(tmp_path, "missing_on_one")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(tmp_path.glob("computed*.txt"))  # neither process started it
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "Warning: metric swd skipped: another process cannot run it" in log and "Exiting..." in log

@@ -152,6 +152,13 @@ def run_training_loop(rank, config):
     except training_loop.TrainingDiverged:
         # The loop has already reported the one line (log.txt and stderr); no traceback on top.
         raise SystemExit(1)
+    except training_loop.MetricFailed as exc:
+        # Any process may raise it (rank 0 alone logs): one line on stderr and in log.txt.
+        line = "Error: %s" % exc
+        print(line, file=sys.stderr, flush=True)
+        with open(os.path.join(config["run_dir"], "log.txt"), "a") as f:
+            f.write(line + "\n")
+        raise SystemExit(1)
     except DatasetError as exc:
         # Data that passed the checks before launch but fails to decode mid-run (a corrupt image):
         # one line on stderr and in log.txt, exit code 2 like every other bad-input error.

@@ -35,6 +35,11 @@ class TrainingDiverged(RuntimeError):
     """Losses or gradients became NaN/Inf; the run stopped without writing a snapshot."""
 
 
+class MetricFailed(RuntimeError):
+    """A metric failed in one process of a multi-process run, mid-computation: the others may be
+    waiting in its collectives, so the run stops (its snapshot is already on disk)."""
+
+
 def _distributed():
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -721,13 +726,17 @@ def _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, ra
         log("Skipping metrics %s: the metrics package cannot be imported (%s)" % (", ".join(metrics), exc))
         return {}, []
     values, lines = {}, []
-    for name in metrics:
+    for name in _usable_metrics(registry, metrics, device, num_gpus, log):
         try:
             result = registry.compute_metric(name, G=G_ema, dataset=training_set_kwargs, device=device, D=D, rank=rank,
                                              num_gpus=num_gpus, nda_spec=(loss_kwargs or {}).get("nda_spec"))
         except Exception as exc:  # noqa: BLE001 -- whatever a metric raises, hours of training stay saved
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log("Warning: metric %s skipped: %s" % (name, first), stream=sys.stderr)
+            if num_gpus > 1:
+                raise MetricFailed("metric %s failed in process %d of %d (%s); the others cannot go on in step "
+                                   "with it, so the run stops here. Its latest snapshot in %s is saved: continue "
+                                   "with --resume, without that metric" % (name, rank, num_gpus, _first_line(exc),
+                                                                           run_dir))
+            log("Warning: metric %s skipped: %s" % (name, _first_line(exc)), stream=sys.stderr)
             continue
         if rank == 0:
             registry.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
@@ -735,6 +744,35 @@ def _run_metrics(metrics, G_ema, D, training_set_kwargs, loss_kwargs, device, ra
         values.update(result.get("results", {}))
         lines.append(registry.summary_line(result))
     return values, lines
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _usable_metrics(registry, metrics, device, num_gpus, log):
+    """The metrics whose detectors every process has. Checked on each process and agreed on
+    (a minimum over the processes) before any metric starts: one that a single process cannot
+    run is skipped by all of them, because a process leaving a metric early would put the
+    others' collectives out of step."""
+    usable, reasons = [], {}
+    for name in metrics:
+        try:
+            registry.check_metric_needs([name], download=False)  # the run's start checked and fetched them
+            usable.append(1)
+        except Exception as exc:  # noqa: BLE001 -- a detector file gone or damaged since the start
+            usable.append(0)
+            reasons[name] = _first_line(exc)
+    if num_gpus > 1:
+        flags = torch.tensor(usable, dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+        usable = flags.tolist()
+    for name, ok in zip(metrics, usable):
+        if not ok:
+            log("Warning: metric %s skipped: %s" % (name, reasons.get(name, "another process cannot run it")),
+                stream=sys.stderr)
+    return [name for name, ok in zip(metrics, usable) if ok]
 
 
 def _write_tick_stats(run):
