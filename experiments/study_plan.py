@@ -67,6 +67,9 @@ REPORT_KEYS = (
 # Per-run costs (not per snapshot), from the trainer's own stats.jsonl.
 RUN_KEYS = (
     ReportKey("run", "s_per_kimg", "s/kimg", True, "%.2f"),
+    # train.py's CPU seconds (one thread) per kimg: unlike s/kimg, it hardly depends on the load
+    # of the shared cores. Recorded from 2026-12-04 on (runs started before have none).
+    ReportKey("run", "cpu_s_per_kimg", "CPU s/kimg", True, "%.2f"),
     ReportKey("run", "train_wall_min", "training wall time (min)", True, "%.1f"),
 )
 

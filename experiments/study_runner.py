@@ -193,9 +193,10 @@ class Driver:
             if proc.poll() is None:
                 proc.terminate()
 
-    def spawn(self, argv, log_path=None):
+    def spawn(self, argv, log_path=None, usage=None):
         """Run ``argv`` (``argv[0]`` is ``python``) from the repository root; ``(rc, output)``,
-        with the output also appended to ``log_path`` when given."""
+        with the output also appended to ``log_path`` when given. ``usage``: a dict that gets
+        ``cpu_s``, the child's user + system CPU seconds (None when they could not be read)."""
         cmd = [self.python, "-c", _LAUNCH, str(os.getpid())] + list(argv[1:])
         log = open(log_path, "ab") if log_path else None
         try:
@@ -210,7 +211,9 @@ class Driver:
                 if log is not None:
                     log.write(chunk)
                     log.flush()
-            rc = proc.wait()
+            rc, cpu = _wait_with_cpu_time(proc)
+            if usage is not None:
+                usage["cpu_s"] = cpu
         finally:
             if log is not None:
                 log.close()
@@ -256,7 +259,10 @@ class Driver:
             info["segments"].append(dict(commit=commit, dirty=dirty,
                                          resume=None if latest is None else display_path(latest[1])))
             study_runs.write_json(os.path.join(root, "run.json"), info)
-            rc, output = self.spawn(argv, log_path=os.path.join(root, "train-output.log"))
+            usage = {}
+            rc, output = self.spawn(argv, log_path=os.path.join(root, "train-output.log"), usage=usage)
+            info["segments"][-1]["cpu_s"] = usage.get("cpu_s")  # a stopped segment's too: it trained
+            study_runs.write_json(os.path.join(root, "run.json"), info)
             if self._stop.is_set():
                 return None
             if rc != 0:
@@ -272,17 +278,26 @@ class Driver:
                 else:
                     raise RunFailed("train.py exited with %d: %s" % (rc, last))
             else:
-                wall, per_kimg = study_runs.train_timing(root)
-                trained = dict(train_wall_s=wall, s_per_kimg=per_kimg, segments=len(study_runs.segments(root)))
+                trained = self._timing(task, info)
                 study_runs.write_json(os.path.join(root, "trained.json"), trained)
         if trained is None:  # diverged: time up to its last tick
-            wall, per_kimg = study_runs.train_timing(root)
-            trained = dict(train_wall_s=wall, s_per_kimg=per_kimg, segments=len(study_runs.segments(root)))
+            trained = self._timing(task, info)
         commits = []
         for seg in info["segments"]:
             if seg.get("commit") not in commits:
                 commits.append(seg.get("commit"))
         return dict(trained, train_command=command, train_commits=commits)
+
+    @staticmethod
+    def _timing(task, info):
+        """Wall time and s/kimg from the trainer's stats; CPU seconds per planned kimg from the
+        segments' CPU times (None when a segment's is unknown: one started by an older driver,
+        or one killed with its driver)."""
+        wall, per_kimg = study_runs.train_timing(task.root)
+        cpu = [seg.get("cpu_s") for seg in info["segments"]]
+        cpu_total = sum(cpu) if cpu and all(isinstance(c, (int, float)) for c in cpu) else None
+        return dict(train_wall_s=wall, s_per_kimg=per_kimg, segments=len(study_runs.segments(task.root)),
+                    train_cpu_s=cpu_total, cpu_s_per_kimg=None if cpu_total is None else cpu_total / task.part.kimg)
 
     def _evaluate(self, task, facts):
         snaps = study_runs.snapshots(task.root)
@@ -422,6 +437,17 @@ class Driver:
         costs.sort()
         mid = len(costs) // 2
         return costs[mid] if len(costs) % 2 else (costs[mid - 1] + costs[mid]) / 2
+
+
+def _wait_with_cpu_time(proc):
+    """``(returncode, CPU seconds)`` of a finished child. CPU time, unlike wall time, hardly
+    depends on what else shares the cores (the trainer runs one thread and no worker processes)."""
+    try:
+        _, status, rusage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped (by poll() from stop()): no usage to read
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, rusage.ru_utime + rusage.ru_stime
 
 
 def metric_result(output, name):

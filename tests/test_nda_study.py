@@ -112,6 +112,10 @@ def test_tiny_study_killed_mid_training_resumes_then_is_not_rerun(tiny_study):
                                      "--metrics=none --batch=8" % root)
     assert by_arm["nda"]["train_command"].endswith("--batch=8 --nda=jigsaw")
     assert base["metric_options"] == ["--num-images=64"] and "--num-images=64" in base["eval_command"]
+    assert base["train_cpu_s"] is None and base["cpu_s_per_kimg"] is None  # its first segment died with its driver
+    nda = by_arm["nda"]
+    if nda["segments"] == 1:  # trained by one driver from start to end: its CPU time is known
+        assert nda["train_cpu_s"] > 0 and nda["cpu_s_per_kimg"] == pytest.approx(nda["train_cpu_s"] / 0.128)
     for r in records:
         assert np.isfinite(r["results"]["swd_avg"]) and r["train_wall_s"] > 0 and r["s_per_kimg"] > 0
         assert r["eval_wall_s"] > 0 and len(r["commit"]) == 40 and isinstance(r["dirty"], bool)
@@ -417,6 +421,28 @@ def test_the_eta_comes_from_whole_runs_in_the_results_file_not_from_this_drivers
     assert line == "done tiny/baseline seed 0 in 5s; study: 4 runs left, ETA 27m 01s at 2 worker(s)"
     empty = study_runner.Driver(study, str(tmp_path / "none.jsonl"), str(tmp_path / "runs"), 2, out=open(os.devnull, "w"))
     assert empty.run_cost(tasks) is None and "ETA unknown" in empty._progress_line(tasks[0], 5.0, tasks)
+
+
+def test_a_childs_cpu_time_is_measured_apart_from_its_waiting(tmp_path):
+    study = study_plan.study_from_dict(TINY_PLAN)
+    driver = study_runner.Driver(study, str(tmp_path / "r.jsonl"), str(tmp_path / "runs"), 1, out=open(os.devnull, "w"))
+    burn_then_sleep = ("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
+                       "time.sleep(0.6)\n")
+    usage = {}
+    start = time.time()
+    rc, _ = driver.spawn(["python", "-c", burn_then_sleep], usage=usage)
+    wall = time.time() - start
+    assert rc == 0 and 0.3 <= usage["cpu_s"] < wall - 0.5  # the sleep is wall time, not CPU time
+    rc, _ = driver.spawn(["python", "-c", "import sys; sys.exit(3)"], usage=usage)
+    assert rc == 3 and usage["cpu_s"] > 0
+
+
+def test_cpu_time_per_kimg_needs_every_segments_cpu_time(tmp_path):
+    task = study_runner.plan_tasks(study_plan.study_from_dict(TINY_PLAN), ["tiny"], str(tmp_path), {})[0]
+    known = study_runner.Driver._timing(task, dict(segments=[dict(cpu_s=10.0), dict(cpu_s=22.0)]))
+    assert known["train_cpu_s"] == 32.0 and known["cpu_s_per_kimg"] == pytest.approx(32.0 / 0.128)
+    unknown = study_runner.Driver._timing(task, dict(segments=[dict(cpu_s=10.0), dict(resume="x")]))
+    assert unknown["train_cpu_s"] is None and unknown["cpu_s_per_kimg"] is None
 
 
 # ------------------------------------------------------------------------------ the plan
