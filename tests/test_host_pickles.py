@@ -6,6 +6,7 @@ running the code they carry.
 Set NDA_STYLEGAN_HOST_CHECKOUT to a clone of NVlabs/stylegan2-ada-pytorch to run the same checks
 against the real thing as well (both directions; its dnnlib needs ``requests``)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -190,6 +191,26 @@ def test_generate_runs_on_a_host_pickle_without_the_host_repository(tmp_path):
         assert result.exit_code == 0, result.output
         images[tag] = np.asarray(PIL.Image.open(tmp_path / tag / "seed0003.png"))
     assert np.array_equal(images["host"], images["ours"])
+
+
+def test_calc_metrics_scores_a_host_pickle_as_the_same_network_of_ours(tmp_path):
+    import calc_metrics  # the root script
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(24):
+        PIL.Image.fromarray(rng.randint(0, 255, (16, 16, 3), dtype=np.uint8)).save(data / ("%02d.png" % i))
+    nets = make_networks("cpu-preset")
+    paths = {"host": write_host_pickle(tmp_path, nets), "ours": snapshot.save_snapshot(str(tmp_path / "ours"), nets, {})}
+    results = {}
+    for tag, path in paths.items():
+        result = CliRunner().invoke(calc_metrics.calc_metrics, ["--network", path, "--metrics", "swd", "--data", str(data),
+                                                                "--num-images", "16", "--verbose", "false"])
+        assert result.exit_code == 0, result.output
+        line = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")][-1]
+        results[tag] = line["results"]
+    assert results["host"] == results["ours"] and np.isfinite(results["host"]["swd_avg"])
 
 
 def test_pickles_of_other_networks_say_what_they_hold(tmp_path):
