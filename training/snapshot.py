@@ -195,9 +195,13 @@ def _build_network(record, path, name):
         module = cls(**to_easydict(record["init_kwargs"]))
         module.load_state_dict(record["state_dict"])
     except Exception as exc:
-        raise ValueError("%s: cannot rebuild %s as %s (%s); was it written by another version of the networks?"
-                         % (path, name, class_name, _first_line(exc)))
+        raise _cannot_rebuild(path, name, class_name, exc)
     return module.eval().requires_grad_(False)
+
+
+def _cannot_rebuild(path, name, class_name, exc):
+    return ValueError("%s: cannot rebuild %s as %s (%s); was it written by another version of the networks?"
+                      % (path, name, class_name, _first_line(exc)))
 
 
 def _check_size(cls, record, path, name):
@@ -209,8 +213,7 @@ def _check_size(cls, record, path, name):
         with torch.device("meta"):
             probe = cls(**to_easydict(record["init_kwargs"]))
     except Exception as exc:
-        raise ValueError("%s: cannot rebuild %s as %s (%s); was it written by another version of the networks?"
-                         % (path, name, record.get("class_name"), _first_line(exc)))
+        raise _cannot_rebuild(path, name, record.get("class_name"), exc)
     needed = sum(v.numel() for v in probe.state_dict().values())
     if needed > held:
         raise ValueError("%s: %s's constructor arguments describe %d weights but the file holds %d; the file is "
