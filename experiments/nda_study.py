@@ -171,9 +171,10 @@ def promote(results, plan):
         record = study_promote.promote(study, results, commit, dirty)
     except (ValueError, study_promote.NotReady) as exc:
         raise click.UsageError(str(exc))
-    click.echo("promoted %s (%s) into part %s as %s; now run: python experiments/nda_study.py run --part %s"
-               % (record["chosen_arm"], " ".join(record["options"]), record["target_part"], record["target_arm"],
-                  record["target_part"]))
+    targets = record["target_parts"]
+    click.echo("promoted %s (%s) into part(s) %s as %s; now run: python experiments/nda_study.py run %s"
+               % (record["chosen_arm"], " ".join(record["options"]), ", ".join(targets), record["target_arm"],
+                  " ".join("--part " + t for t in targets)))
 
 
 @cli.command()

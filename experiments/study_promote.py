@@ -51,7 +51,7 @@ def promote(study, results_path, commit, dirty):
                          % (done.get("chosen_arm"), done.get("target_arm")))
     chosen, options, means = choose(study, metric_lines)
     part = study.part(pr.source_part)
-    record = dict(type="promotion", source_part=pr.source_part, target_part=pr.target_part,
+    record = dict(type="promotion", source_part=pr.source_part, target_parts=list(pr.target_parts),
                   target_arm=pr.target_arm, chosen_arm=chosen, options=list(part.options) + list(options),
                   metric=pr.metric, key=pr.key, kimg=pr.kimg, means=means, seeds=list(part.seeds),
                   rule="the lowest mean %s at kimg %d over seeds %s among the arms other than %s (ties: the first "

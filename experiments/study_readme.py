@@ -43,8 +43,9 @@ def progress_line(study, metrics, diverged, promotions):
     pr = study.promotion
     waiting = ""
     if pr is not None and pr.source_part not in promotions:
-        waiting = (" (part `%s` gets the arm `%s` once part `%s` is finished and promoted: %d more runs)"
-                   % (pr.target_part, pr.target_arm, pr.source_part, len(study.part(pr.target_part).seeds)))
+        waiting = (" (%s get%s the arm `%s` once part `%s` is finished and promoted: %d more runs)"
+                   % (" and ".join("`%s`" % t for t in pr.target_parts), "" if len(pr.target_parts) > 1 else "s",
+                      pr.target_arm, pr.source_part, sum(len(study.part(t).seeds) for t in pr.target_parts)))
     return "Finished so far: %s%s." % (", ".join(counts), waiting)
 
 

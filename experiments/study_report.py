@@ -270,9 +270,11 @@ def _every_run(data, keys):
 def _promotion_lines(record):
     means = record.get("means") or {}
     table = ", ".join("`%s` %s" % (arm, "-" if means[arm] is None else "%.2f" % means[arm]) for arm in sorted(means))
-    return ["Chosen from part `%s`: `%s` (options `%s`), entering part `%s` as `%s`. Rule: %s Means: %s." % (
+    targets = record.get("target_parts") or []
+    return ["Chosen from part `%s`: `%s` (options `%s`), entering part%s %s as `%s`. Rule: %s Means: %s." % (
         record.get("source_part"), record.get("chosen_arm"), " ".join(record.get("options") or []),
-        record.get("target_part"), record.get("target_arm"), record.get("rule", ""), table), ""]
+        "s" if len(targets) > 1 else "", " and ".join("`%s`" % t for t in targets), record.get("target_arm"),
+        record.get("rule", ""), table), ""]
 
 
 def write_report(results_path, out_dir, markdown_name="nda-study.md"):

@@ -83,7 +83,7 @@ def arms_of(study, part, promotions):
     """The part's arms, plus the promoted sweep setting once it has been recorded."""
     arms = list(part.arms)
     pr = study.promotion
-    if pr is not None and part.name == pr.target_part and pr.source_part in promotions:
+    if pr is not None and part.name in pr.target_parts and pr.source_part in promotions:
         arms.append((pr.target_arm, tuple(promotions[pr.source_part]["options"])))
     return arms
 

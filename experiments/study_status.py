@@ -43,7 +43,7 @@ def status_lines(study, part_names, workdir, metric_lines, diverged, promotions)
             text = "; ".join("%s: seed %s" % (s, " ".join(seeds)) for s, seeds in states.items())
             lines.append("  %-18s %s" % (arm, text))
         pr = study.promotion
-        if pr is not None and name == pr.target_part and pr.source_part not in promotions:
+        if pr is not None and name in pr.target_parts and pr.source_part not in promotions:
             lines.append("  %-18s waits for `nda_study.py promote` (after part %s); %d more runs then"
                          % (pr.target_arm, pr.source_part, len(part.seeds)))
     lines.append("%d of %d runs finished, %d left" % (done, total, total - done))

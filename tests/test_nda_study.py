@@ -451,7 +451,8 @@ def test_the_declared_plan_matches_the_study_design():
     assert main.arm_names() == ["baseline", "nda-weighted", "reweight-only", "nda-mixture", "nda-jigsaw"]
     assert len(main.seeds) >= 5 and main.kimg >= 50 and limited.seeds == main.seeds
     assert dict(main.arms)["reweight-only"] == ("--nda-mode=reweight", "--nda-lambda=0.25")
-    assert limited.options == ("--subset=2000",) and limited.arm_names() == ["baseline", "nda-weighted", "nda-mixture"]
+    assert limited.options == ("--subset=2000",) and limited.arm_names() == ["baseline", "nda-weighted", "nda-mixture",
+                                                                                      "nda-jigsaw"]
     grid = [a for a in sweep.arm_names() if a != "baseline"]
     assert len(grid) == 8 and len(sweep.seeds) == 3 and not set(sweep.seeds) & set(main.seeds)
     assert {m.name for m in study_plan.METRICS} == {study_plan.FD_METRIC, "swd", "nda_auroc"}
@@ -661,9 +662,39 @@ def test_promotion_waits_for_the_whole_sweep_then_records_the_rule_once(tmp_path
         study_promote.promote(study_plan.STUDY, str(tmp_path / "full.jsonl"), "c" * 40, False)
     records, _ = read_results(str(tmp_path / "full.jsonl"))
     _, _, promotions = index_results(records)
-    tasks = study_runner.plan_tasks(study_plan.STUDY, ["main"], str(tmp_path / "runs"), promotions)
-    promoted = [t for t in tasks if t.arm == "sweep-best"]
-    assert [t.seed for t in promoted] == list(study_plan.MAIN_SEEDS)
-    assert promoted[0].options == tuple(record["options"]) and promoted[0].arm_index == 5
+    # Both target parts get the arm on their own seeds, after their planned arms; the limited
+    # part adds its own --subset, the sweep part (no options of its own) adds none.
+    assert record["target_parts"] == ["main", "limited"]
+    for part, index in (("main", 5), ("limited", 4)):
+        tasks = study_runner.plan_tasks(study_plan.STUDY, [part], str(tmp_path / "runs"), promotions)
+        promoted = [t for t in tasks if t.arm == "sweep-best"]
+        assert [t.seed for t in promoted] == list(study_plan.MAIN_SEEDS)
+        assert promoted[0].options == tuple(record["options"]) and promoted[0].arm_index == index
+    sweep_tasks = study_runner.plan_tasks(study_plan.STUDY, ["sweep"], str(tmp_path / "runs"), promotions)
+    assert all(t.arm != "sweep-best" for t in sweep_tasks)
     text, _ = study_report.build_report(str(tmp_path / "full.jsonl"))
-    assert "Chosen from part `sweep`: `lambda0.5-start10`" in text
+    assert "Chosen from part `sweep`: `lambda0.5-start10` (options `--nda=jigsaw,stitch --nda-mode=weighted " \
+           "--nda-lambda=0.5 --nda-start-kimg=10`), entering parts `main` and `limited` as `sweep-best`." in text
+
+
+def test_a_plan_file_promotes_into_several_parts_and_says_so_while_waiting(tmp_path):
+    from experiments import study_readme, study_status
+
+    part = {"kimg": 1, "snap": 1, "eval_kimg": [1], "seeds": [0, 1], "arms": [["baseline", []]]}
+    plan = dict(TINY_PLAN, parts={"main": part, "limited": dict(part, seeds=[5]), "sweep": part},
+                promotion={"source_part": "sweep", "target_parts": ["main", "limited"], "target_arm": "best",
+                           "metric": "swd", "key": "swd_avg", "kimg": 1})
+    study = study_plan.study_from_dict(plan)
+    assert study.promotion.target_parts == ("main", "limited")
+    line = study_readme.progress_line(study, {}, {}, {})
+    assert line.endswith("(`main` and `limited` get the arm `best` once part `sweep` is finished and promoted: "
+                         "3 more runs).")
+    lines = study_status.status_lines(study, study.part_names(), str(tmp_path), {}, {}, {})
+    waiting = [l for l in lines if "waits for `nda_study.py promote`" in l]
+    assert len(waiting) == 2 and "2 more runs" in waiting[0] and "1 more runs" in waiting[1]
+    for promotion, expect in [(dict(plan["promotion"], target_parts=["main", "nope"]), "not found: nope"),
+                              (dict(plan["promotion"], target_parts=[]), "no target part"),
+                              (dict(plan["promotion"], target_arm="baseline"), "already exists in part main"),
+                              (dict(plan["promotion"], target_part="main"), "unexpected keyword")]:
+        with pytest.raises(ValueError, match=expect):
+            study_plan.study_from_dict(dict(plan, promotion=promotion))
