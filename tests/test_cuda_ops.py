@@ -1,0 +1,284 @@
+"""The CUDA kernels against their pure-PyTorch references, on a GPU: bias_act and upfirdn2d
+(values in every compiled dtype, first- and second-order gradients, R1's double backward), the
+fused tile kernel of the negatives (random plans, every dtype), whole networks with kernels vs
+references (fp32 and the fp16 layers), and a short training run with NDA on the GPU.
+
+Every test needs a CUDA device; without one (CI, the development machines) each is skipped with
+that reason. The CPU kernels have the same checks in test_training_ops.py and test_tile_op.py,
+which run everywhere. When this file last ran on a GPU, and its output: README, Measured.
+"""
+
+import itertools
+import json
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+
+from test_tile_op import DTYPES as TILE_DTYPES
+from test_tile_op import SHAPES as TILE_SHAPES
+from test_tile_op import random_plan
+from test_training_ops import FILTERS
+from trainer_helpers import common_kwargs, seeded_randn, tiny_config, tiny_networks
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA device: these tests compare the CUDA kernels with their references "
+                                       "on a GPU")
+
+CUDA = "cuda"
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """TF32 would make the references' convolutions and matmuls less exact than the kernels."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def randn(*shape, dtype=torch.float64, seed=0, device=CUDA):
+    return seeded_randn(*shape, dtype=dtype, seed=seed).to(device)
+
+
+# ---------------------------------------------------------------- bias_act
+def bias_act_values(device):
+    from training.ops.bias_act import ACTIVATIONS, bias_act
+
+    checked = 0
+    # float16 is compared with the float32 reference: the kernel rounds once, the reference at every step.
+    for act, (dtype, tol) in itertools.product(sorted(ACTIVATIONS), ((torch.float64, 1e-12), (torch.float32, 1e-5),
+                                                                     (torch.float16, 2e-3))):
+        for shape, dim, layout in (([2, 5, 4, 3], 1, "nchw"), ([2, 5, 4, 3], 1, "channels_last"),
+                                   ([3, 64, 8, 8], 1, "nchw"), ([6, 7], 1, "nchw"), ([5, 3], 0, "nchw")):
+            x = randn(*shape, device=device) * 3
+            if layout == "channels_last":
+                x = x.to(memory_format=torch.channels_last)
+            b = randn(shape[dim], seed=1, device=device)
+            for clamp, gain, alpha in ((None, None, None), (0.8, 1.7, 0.1)):
+                kw = dict(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+                out = bias_act(x.to(dtype), b.to(dtype), impl="kernel", **kw)
+                ref_dtype = torch.float32 if dtype == torch.float16 else dtype
+                # The reference sees the same (rounded) inputs, so only the output's rounding differs.
+                ref = bias_act(x.to(dtype).to(ref_dtype), b.to(dtype).to(ref_dtype), impl="reference", **kw)
+                assert out.dtype == dtype and out.device.type == device and out.shape == ref.shape
+                torch.testing.assert_close(out.to(ref_dtype), ref, rtol=tol, atol=tol, msg=lambda m: "%s %s %s: %s"
+                                           % (act, dtype, shape, m))
+                checked += 1
+    return checked
+
+
+def test_bias_act_cuda_matches_reference_in_every_dtype():
+    assert bias_act_values(CUDA) == 9 * 3 * 5 * 2
+
+
+def bias_act_gradients(device, act, clamp):
+    from training.ops.bias_act import bias_act
+
+    x = (randn(2, 3, 3, 2, device=device) * 2).requires_grad_(True)
+    b = randn(3, seed=1, device=device).requires_grad_(True)
+    fn = lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="kernel")
+    assert gradcheck(fn, (x, b)) and gradgradcheck(fn, (x, b))
+    gy = randn(2, 3, 3, 2, seed=2, device=device)
+    results = {}
+    for impl in ("kernel", "reference"):
+        y = bias_act(x, b, act=act, clamp=clamp, impl=impl)
+        gx, gb = torch.autograd.grad(y, (x, b), gy, create_graph=True)
+        objective = gx.square().sum() + gb.square().sum() * 0.5
+        second = [torch.zeros_like(x), torch.zeros_like(b)]
+        if objective.requires_grad:  # not for linear: its input gradient is constant
+            second = [torch.zeros_like(t) if g is None else g
+                      for g, t in zip(torch.autograd.grad(objective, (x, b), allow_unused=True), (x, b))]
+        results[impl] = [gx, gb] + second
+    for got, want in zip(results["kernel"], results["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("act", ["linear", "lrelu", "relu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"])
+@pytest.mark.parametrize("clamp", [None, 0.9])
+def test_bias_act_cuda_gradients_first_and_second_order(act, clamp):
+    bias_act_gradients(CUDA, act, clamp)
+
+
+def r1_double_backward(device):
+    from training.ops.bias_act import bias_act
+
+    w = randn(4, 3, seed=3, device=device).requires_grad_(True)
+    b = randn(4, seed=4, device=device).requires_grad_(True)
+    grads = {}
+    for impl in ("kernel", "reference"):
+        inp = randn(5, 3, seed=5, device=device).requires_grad_(True)
+        h = bias_act(inp.matmul(w.t()), b, act="lrelu", clamp=2.0, impl=impl)
+        out = bias_act(h.sum(dim=1, keepdim=True), None, act="softplus", impl=impl)
+        (g,) = torch.autograd.grad(out.sum(), inp, create_graph=True)
+        grads[impl] = torch.autograd.grad(g.square().sum(), (w, b))
+    for got, want in zip(grads["kernel"], grads["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_bias_act_cuda_r1_style_double_backward():
+    r1_double_backward(CUDA)
+
+
+# ---------------------------------------------------------------- upfirdn2d
+def upfirdn2d_values(device):
+    from training.ops.upfirdn2d import setup_filter, upfirdn2d
+
+    x = randn(2, 3, 7, 6, device=device)
+    checked = 0
+    for (name, taps), up, down, pad, flip in itertools.product(
+            FILTERS.items(), [1, 2, 3, [2, 1]], [1, 2, 3, [1, 2]], [0, 2, [1, -1, 2, 0], [-1, 3, 0, 2]],
+            [False, True]):
+        f = setup_filter(taps).double().to(device)
+        try:
+            ref = upfirdn2d(x, f, up, down, pad, flip, gain=1.5, impl="reference")
+        except ValueError:
+            continue  # padded size smaller than the filter: refused the same way by both
+        out = upfirdn2d(x, f, up, down, pad, flip, gain=1.5, impl="kernel")
+        assert out.shape == ref.shape, (name, up, down, pad)
+        torch.testing.assert_close(out, ref, rtol=1e-11, atol=1e-11, msg=lambda m: "%s up %s down %s pad %s: %s"
+                                   % (name, up, down, pad, m))
+        checked += 1
+    f = setup_filter([1, 3, 3, 1], device=torch.device(device))
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
+        for shape in ((2, 4, 9, 9), (3, 64, 32, 32)):
+            x32 = randn(*shape, dtype=torch.float32, seed=7, device=device).to(memory_format=torch.channels_last)
+            for kw in (dict(up=2, padding=[2, 1, 2, 1], gain=4), dict(down=2, padding=1), dict(padding=[1, 2, 2, 1])):
+                x_in, f_in = x32.to(dtype), f.to(dtype)
+                out = upfirdn2d(x_in, f_in, impl="kernel", **kw)
+                ref = upfirdn2d(x_in.float(), f_in.float(), impl="reference", **kw)  # the same rounded inputs
+                assert out.dtype == dtype
+                torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+                checked += 1
+    return checked
+
+
+def test_upfirdn2d_cuda_matches_reference_over_parameter_grid():
+    assert upfirdn2d_values(CUDA) > 400
+
+
+def upfirdn2d_gradients(device, up, down, pad, taps):
+    from training.ops.upfirdn2d import setup_filter, upfirdn2d
+
+    x = randn(2, 2, 5, 4, device=device).requires_grad_(True)
+    f = setup_filter(FILTERS[taps]).double().to(device)
+    fn = lambda x: upfirdn2d(x, f, up, down, pad, gain=2.0, impl="kernel")
+    assert gradcheck(fn, (x,)) and gradgradcheck(fn, (x,))
+    gy = randn(*fn(x).shape, seed=9, device=device)
+    grads = [torch.autograd.grad(upfirdn2d(x, f, up, down, pad, gain=2.0, impl=impl), x, gy)[0]
+             for impl in ("kernel", "reference")]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("up,down,pad,taps", [
+    (1, 1, 1, "asymmetric 3x2"),
+    (2, 1, [2, 1, 1, 2], "asymmetric 3x2"),
+    (1, 2, [1, 1, 0, 2], "4x4 outer"),
+    ([2, 3], [3, 1], [-1, 2, 3, 0], "asymmetric 3x2"),
+    (2, 1, [3, 2, 3, 2], "separable 8"),
+])
+def test_upfirdn2d_cuda_gradients_first_and_second_order(up, down, pad, taps):
+    upfirdn2d_gradients(CUDA, up, down, pad, taps)
+
+
+# ---------------------------------------------------------------- the negatives' tile kernel
+def tile_plans(device):
+    from nda_stylegan.negatives.plan import BOX_FILL
+    from nda_stylegan.ops import tile
+    from nda_stylegan.ops.tile_ref import apply_plan_reference
+
+    checked = 0
+    for shape, dtype in itertools.product(TILE_SHAPES, TILE_DTYPES):
+        gen = torch.Generator().manual_seed(TILE_SHAPES.index(shape) * 10 + TILE_DTYPES.index(dtype))
+        n, c, h, w = shape
+        for trial in range(6):
+            images = torch.randn(shape, generator=gen).to(dtype)
+            plan = random_plan(n, h, w, gen, blend=trial % 2 == 0, box=trial % 3 != 2, wild=trial == 5)
+            out, flags = tile.apply_plan(images.to(device), plan, impl="kernel")
+            assert out.device.type == device and out.dtype == dtype and out.is_contiguous()
+            ref, ref_flags = apply_plan_reference(images, plan)  # on the CPU: the device must not matter
+            if plan.blend_w.ne(1).any() or plan.box_mode.eq(BOX_FILL).any():  # sums: the last bit may differ
+                torch.testing.assert_close(out.cpu(), ref, equal_nan=True)
+            else:
+                assert torch.equal(out.cpu().isnan(), ref.isnan())
+                assert torch.equal(out.cpu().nan_to_num(), ref.nan_to_num())
+            assert torch.equal(flags.cpu(), ref_flags), (shape, dtype, trial)
+            checked += 1
+    return checked
+
+
+def test_tile_kernel_cuda_matches_reference_on_random_plans():
+    assert tile_plans(CUDA) == len(TILE_SHAPES) * len(TILE_DTYPES) * 6
+
+
+def test_every_negative_runs_its_cuda_kernel_and_matches_the_cpu():
+    from nda_stylegan.negatives import make_negative
+    from nda_stylegan.negatives.registry import available_negatives
+    from nda_stylegan.ops import tile_kernel
+
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert tile_kernel.unsupported_reason(x.to(CUDA)) is None, tile_kernel.unsupported_reason(x.to(CUDA))
+    for name in available_negatives():
+        neg = make_negative(name)
+        plan = neg.sample(x, torch.Generator().manual_seed(1))
+        torch.testing.assert_close(neg.apply(x.to(CUDA), plan).cpu(), neg.apply(x, plan), msg=name)
+
+
+# ---------------------------------------------------------------- whole networks and training
+def network_step(G, D, device, z, c):
+    """G's images, D's logits, G's and D's gradients and D's R1 gradient norm, for one batch."""
+    G.zero_grad(set_to_none=True)
+    D.zero_grad(set_to_none=True)
+    img = G(z.to(device), c, noise_mode="const")
+    real = img.detach().requires_grad_(True)
+    logits = D(real, c)
+    (r1,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    (torch.nn.functional.softplus(D(img, c)).mean() + r1.square().sum() * 0.5).backward()
+    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+             for p in list(G.parameters()) + list(D.parameters())]
+    return [img.detach(), logits.detach(), r1.detach()] + grads
+
+
+def networks_kernels_vs_reference(device, monkeypatch, fp16):
+    from training.util import construct_class_by_name
+
+    if fp16:
+        cfg = tiny_config("/tmp")
+        torch.manual_seed(0)
+        G = construct_class_by_name(**dict(cfg["G_kwargs"], num_fp16_res=2, conv_clamp=256), **common_kwargs())
+        D = construct_class_by_name(**dict(cfg["D_kwargs"], num_fp16_res=2, conv_clamp=256), **common_kwargs())
+    else:
+        G, D = tiny_networks()
+    G, D = G.to(device), D.to(device)
+    z = torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(2))
+    c = torch.zeros(4, 0, device=device)
+    kernel = network_step(G, D, device, z, c)
+    monkeypatch.setenv("NDA_STYLEGAN_OPS", "reference")
+    reference = network_step(G, D, device, z, c)
+    monkeypatch.delenv("NDA_STYLEGAN_OPS")
+    # fp16 layers: half-precision rounding in different places; fp32: summation order only.
+    rtol, atol = (2e-2, 2e-2) if fp16 else (1e-4, 1e-5)
+    for i, (got, want) in enumerate(zip(kernel, reference)):
+        assert torch.isfinite(got).all(), i
+        scale = want.abs().max().clamp(min=1)
+        torch.testing.assert_close(got / scale, want / scale, rtol=rtol, atol=atol, msg=lambda m: "tensor %d: %s" % (i, m))
+
+
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16-layers"])
+def test_networks_with_cuda_kernels_match_the_reference_path(monkeypatch, fp16):
+    networks_kernels_vs_reference(CUDA, monkeypatch, fp16)
+
+
+def test_training_with_nda_on_the_gpu_writes_a_snapshot_that_loads_on_the_cpu(tmp_path):
+    from training import snapshot
+    from training.training_loop import training_loop
+
+    loss = dict(class_name="nda_stylegan.loss.NDALoss", nda_inner_class_name="training.loss.StyleGAN2Loss",
+                nda_spec="jigsaw,stitch", nda_mode="weighted", r1_gamma=0.1)
+    result = training_loop(**tiny_config(tmp_path, device=CUDA, loss_kwargs=loss, total_kimg=0.064))
+    assert result.cur_nimg == 64
+    G = snapshot.load_network_file(result.snapshot)["G_ema"]  # networks come back on the CPU
+    img = G(torch.randn(2, G.z_dim), torch.zeros(2, 0), noise_mode="const")
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    stats = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert all(line["Loss/NDA/loss"]["num"] > 0 for line in stats)  # D saw negatives in every tick
