@@ -19,6 +19,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's packages, for the scripts under tests/
 end=$((SECONDS + budget))
 work=$(mktemp -d)
 : > "$out/summary.txt"

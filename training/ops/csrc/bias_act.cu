@@ -61,12 +61,14 @@ template <typename S> __device__ S act_grad(int act, int order, S z, S alpha) {
   }
 }
 
+// alpha, gain and clamp arrive as double and are rounded once to the compute type: float64
+// tensors keep their full precision (as on the CPU).
 // mode 0: out = clamp(f(x + b) * gain); mode 1/2: out = g * gain * f^(mode)(x + b) * [|y| < clamp],
 // with f' read from y's sign when x is absent (piecewise-linear activations).
 template <typename T>
 __global__ void bias_act_kernel(int mode, const T* x, const T* b, const T* y, const T* g, T* out,
-                                int64_t n, int64_t size, int64_t inner, int act, float alpha_f,
-                                float gain_f, float clamp_f) {
+                                int64_t n, int64_t size, int64_t inner, int act, double alpha_f,
+                                double gain_f, double clamp_f) {
   typedef typename Opmath<T>::type S;
   const S alpha = S(alpha_f), gain = S(gain_f), clamp = S(clamp_f);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -93,8 +95,8 @@ __global__ void bias_act_kernel(int mode, const T* x, const T* b, const T* y, co
 
 template <typename T>
 cudaError_t launch(int mode, const void* x, const void* b, const void* y, const void* g, void* out,
-                   int64_t n, int64_t size, int64_t inner, int act, float alpha, float gain,
-                   float clamp, cudaStream_t stream) {
+                   int64_t n, int64_t size, int64_t inner, int act, double alpha, double gain,
+                   double clamp, cudaStream_t stream) {
   const int threads = 256;
   int64_t blocks = (n + threads - 1) / threads;
   if (blocks > 65535 * 8) blocks = 65535 * 8;
@@ -110,8 +112,8 @@ cudaError_t launch(int mode, const void* x, const void* b, const void* y, const 
 // dtype: 0 float32, 1 float64, 2 float16. Returns the CUDA error of the launch.
 cudaError_t nda_bias_act_cuda_launch(int dtype, int mode, const void* x, const void* b,
                                      const void* y, const void* g, void* out, int64_t n,
-                                     int64_t size, int64_t inner, int act, float alpha, float gain,
-                                     float clamp, cudaStream_t stream) {
+                                     int64_t size, int64_t inner, int act, double alpha, double gain,
+                                     double clamp, cudaStream_t stream) {
   if (dtype == 1) return launch<double>(mode, x, b, y, g, out, n, size, inner, act, alpha, gain, clamp, stream);
   if (dtype == 2) return launch<__half>(mode, x, b, y, g, out, n, size, inner, act, alpha, gain, clamp, stream);
   return launch<float>(mode, x, b, y, g, out, n, size, inner, act, alpha, gain, clamp, stream);

@@ -10,8 +10,8 @@
 
 cudaError_t nda_bias_act_cuda_launch(int dtype, int mode, const void* x, const void* b,
                                      const void* y, const void* g, void* out, int64_t n,
-                                     int64_t size, int64_t inner, int act, float alpha, float gain,
-                                     float clamp, cudaStream_t stream);
+                                     int64_t size, int64_t inner, int act, double alpha, double gain,
+                                     double clamp, cudaStream_t stream);
 
 namespace {
 
@@ -54,7 +54,7 @@ at::Tensor run(int mode, const at::Tensor& g, const at::Tensor& x, const at::Ten
   const int64_t size = ref.size(dim), inner = ref.stride(dim);
   cudaError_t err = nda_bias_act_cuda_launch(
       dtype_code(ref), mode, ptr_or_null(x), ptr_or_null(bc), ptr_or_null(y), ptr_or_null(g),
-      out.data_ptr(), ref.numel(), size, inner, (int)act, (float)alpha, (float)gain, (float)clamp,
+      out.data_ptr(), ref.numel(), size, inner, (int)act, alpha, gain, clamp,
       c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "bias_act (CUDA): kernel launch failed: ", cudaGetErrorString(err));
   return out;

@@ -1,5 +1,5 @@
 // upfirdn2d CUDA kernel: one thread per output sample, visiting only the taps that land on a
-// real (not zero-inserted) input sample. Only CUDA runtime headers; dispatch and registration
+// real (not zero-inserted) input sample, with no division inside the tap loops. Only CUDA runtime headers; dispatch and registration
 // live in upfirdn2d_cuda.cpp. Same formula as upfirdn2d.cpp.
 
 #include <cuda_fp16.h>
@@ -17,40 +17,55 @@ template <> __device__ inline float load<__half>(const __half* p, int64_t i) { r
 template <typename T> __device__ inline void store(T* p, int64_t i, typename Opmath<T>::type v) { p[i] = v; }
 template <> __device__ inline void store<__half>(__half* p, int64_t i, float v) { p[i] = __float2half(v); }
 
-__device__ inline int64_t pos_mod(int64_t a, int64_t m) { return ((a % m) + m) % m; }
+// a mod m in [0, m), for negative a too.
+template <typename I> __device__ inline I pos_mod(I a, I m) { return ((a % m) + m) % m; }
+
+// First tap k >= 0 of one axis whose upsampled position u0 + k is a real input sample (a
+// multiple of up, not before the input's start), and that sample's index. Taps then advance
+// by up and the index by one, so the loops below divide nothing.
+template <typename I> __device__ inline void first_tap(I u0, int up, int& k, I& index) {
+  k = (int)pos_mod<I>(-u0, (I)up);
+  if (u0 + k < 0) k += (int)((-(u0 + k) + up - 1) / up) * up;
+  index = (u0 + k) / up;  // exact and >= 0
+}
 
 // w: taps already flipped (or not) and scaled by the gain, in the accumulation type.
-template <typename T>
+// I: the index type, 32-bit whenever every index fits (64-bit division is slow on a GPU).
+template <typename T, typename I>
 __global__ void upfirdn2d_kernel(const T* x, const typename Opmath<T>::type* w, T* out,
-                                 int64_t planes, int64_t ih, int64_t iw, int64_t oh, int64_t ow,
-                                 int fh, int fw, int upx, int upy, int downx, int downy,
-                                 int padx0, int pady0) {
+                                 I planes, I ih, I iw, I oh, I ow, int fh, int fw, int upx,
+                                 int upy, int downx, int downy, int padx0, int pady0) {
   typedef typename Opmath<T>::type S;
-  const int64_t total = planes * oh * ow;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)blockDim.x * gridDim.x) {
-    const int64_t ox = i % ow;
-    const int64_t oy = (i / ow) % oh;
-    const int64_t p = i / (ow * oh);
-    const int64_t uy0 = oy * downy - pady0;
-    const int64_t ux0 = ox * downx - padx0;
-    const int ky0 = (int)pos_mod(-uy0, upy);
-    const int kx0 = (int)pos_mod(-ux0, upx);
+  const I total = planes * oh * ow;
+  for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < total; i += (I)blockDim.x * (I)gridDim.x) {
+    const I ox = i % ow;
+    const I rest = i / ow;
+    const I oy = rest % oh;
+    const I p = rest / oh;
+    int ky0, kx0;
+    I iy0, ix0;
+    first_tap<I>(oy * downy - pady0, upy, ky0, iy0);
+    first_tap<I>(ox * downx - padx0, upx, kx0, ix0);
     const T* plane = x + p * ih * iw;
     S acc = S(0);
-    for (int ky = ky0; ky < fh; ky += upy) {
-      const int64_t iy = (uy0 + ky) / upy;
-      if (uy0 + ky < 0) continue;
-      if (iy >= ih) break;
-      for (int kx = kx0; kx < fw; kx += upx) {
-        if (ux0 + kx < 0) continue;
-        const int64_t ix = (ux0 + kx) / upx;
-        if (ix >= iw) break;
-        acc += w[ky * fw + kx] * load(plane, iy * iw + ix);
-      }
+    I iy = iy0;
+    for (int ky = ky0; ky < fh && iy < ih; ky += upy, ++iy) {
+      const T* row = plane + iy * iw;
+      const S* taps = w + ky * fw;
+      I ix = ix0;
+      for (int kx = kx0; kx < fw && ix < iw; kx += upx, ++ix) acc += taps[kx] * load(row, ix);
     }
     store(out, i, acc);
   }
+}
+
+template <typename T, typename I>
+void start(unsigned blocks, int threads, cudaStream_t stream, const void* x, const void* w, void* out,
+           int64_t planes, int64_t ih, int64_t iw, int64_t oh, int64_t ow, int fh, int fw, int upx,
+           int upy, int downx, int downy, int padx0, int pady0) {
+  upfirdn2d_kernel<T, I><<<blocks, threads, 0, stream>>>(
+      (const T*)x, (const typename Opmath<T>::type*)w, (T*)out, (I)planes, (I)ih, (I)iw, (I)oh, (I)ow,
+      fh, fw, upx, upy, downx, downy, padx0, pady0);
 }
 
 template <typename T>
@@ -58,12 +73,20 @@ cudaError_t launch(const void* x, const void* w, void* out, int64_t planes, int6
                    int64_t oh, int64_t ow, int fh, int fw, int upx, int upy, int downx, int downy,
                    int padx0, int pady0, cudaStream_t stream) {
   const int threads = 256;
+  const int64_t max_blocks = 65535 * 8;
   int64_t blocks = (planes * oh * ow + threads - 1) / threads;
-  if (blocks > 65535 * 8) blocks = 65535 * 8;
+  if (blocks > max_blocks) blocks = max_blocks;
   if (blocks < 1) blocks = 1;
-  upfirdn2d_kernel<T><<<(unsigned)blocks, threads, 0, stream>>>(
-      (const T*)x, (const typename Opmath<T>::type*)w, (T*)out, planes, ih, iw, oh, ow, fh, fw,
-      upx, upy, downx, downy, padx0, pady0);
+  // 32-bit indices when every index the kernel forms (plus one grid stride past the end) fits.
+  const int64_t largest = (planes * ih * iw > planes * oh * ow ? planes * ih * iw : planes * oh * ow);
+  const int64_t upsampled = (oh * downy + fh) * (int64_t)upy + (ow * downx + fw) * (int64_t)upx;
+  if (largest + blocks * threads < INT32_MAX && upsampled + pady0 + padx0 < INT32_MAX / 2 && pady0 >= -(1 << 28) &&
+      padx0 >= -(1 << 28))
+    start<T, int32_t>((unsigned)blocks, threads, stream, x, w, out, planes, ih, iw, oh, ow, fh, fw, upx, upy,
+                      downx, downy, padx0, pady0);
+  else
+    start<T, int64_t>((unsigned)blocks, threads, stream, x, w, out, planes, ih, iw, oh, ow, fh, fw, upx, upy,
+                      downx, downy, padx0, pady0);
   return cudaGetLastError();
 }
 
