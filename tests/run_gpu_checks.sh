@@ -6,8 +6,8 @@
 #
 # Steps: the environment; tests/test_cuda_ops.py (CUDA kernels vs references, a training run on
 # the GPU); the op and negative benchmarks on the GPU; the main job's command for 1 kimg on the
-# GPU, then calc_metrics.py on its snapshot; the whole test suite with the GPU visible, with
-# whatever time is left. A step that runs out of time or fails is recorded, and the next starts.
+# GPU, then calc_metrics.py on its snapshot; the whole test suite (which hides the GPU, as
+# everywhere: tests/conftest.py) with whatever time is left. A step that runs out of time or fails is recorded, and the next starts.
 # PYTHON picks the interpreter (default python3); PYTEST_WORKERS (default 8) runs the whole suite
 # with pytest-xdist when that is installed.
 
@@ -67,7 +67,7 @@ whole_suite() {
 export py work
 export -f environment main_job whole_suite
 step environment 30 environment
-step test_cuda_ops 240 "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda_ops.py
+step test_cuda_ops 240 NDA_TESTS_USE_GPU=1 "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda_ops.py
 step bench_training_ops_cuda_fp32 60 "$py" tests/benchmarks/bench_training_ops.py --device cuda --repeats 15
 step bench_training_ops_cuda_fp16 60 "$py" tests/benchmarks/bench_training_ops.py --device cuda --dtype float16 --repeats 15
 step bench_negatives_cuda 60 "$py" tests/benchmarks/bench_negatives.py --device cuda --quick

@@ -84,6 +84,19 @@ def test_rotation_by_a_quarter_turn_through_the_filtered_path():
     assert err < 0.02
 
 
+def test_every_stage_but_the_noise_stays_on_the_images_device():
+    """On the meta device (a stand-in for a GPU here: no data, and no mixing with CPU tensors) the
+    whole pipe runs, so apply() never combines a device tensor with a CPU one. (It did: the
+    filtered resampling's offset came from the filter buffer times a CPU range, which crashed the
+    main job on a GPU.) The noise stage draws from a generator on the images' device, which the
+    meta device lacks."""
+    augment = pipe(**dict(AUGPIPE_PRESETS["bgcfnc"], noise=0))
+    params = augment.sample([4, 3, 16, 16], generator=gen())
+    assert not params["blit_only"]  # the filtered resampling runs
+    out = augment.to("meta").apply(images().to("meta"), params)
+    assert out.device.type == "meta" and out.shape == (4, 3, 16, 16)
+
+
 def test_symlet_is_orthonormal_to_its_even_shifts():
     h = A.symlet_lowpass(6)
     assert len(h) == 12 and abs(h.sum() - math.sqrt(2)) < 1e-12

@@ -3,9 +3,14 @@
 fused tile kernel of the negatives (random plans, every dtype), whole networks with kernels vs
 references (fp32 and the fp16 layers), and a short training run with NDA on the GPU.
 
-Every test needs a CUDA device; without one (CI, the development machines) each is skipped with
-that reason. The CPU kernels have the same checks in test_training_ops.py and test_tile_op.py,
-which run everywhere. When this file last ran on a GPU, and its output: README, Measured.
+Every test needs a CUDA device, and the suite sees one only with NDA_TESTS_USE_GPU=1 (see
+conftest.py: the rest of the suite pins CPU behaviour):
+
+    NDA_TESTS_USE_GPU=1 pytest tests/test_cuda_ops.py      # or: bash tests/run_gpu_checks.sh
+
+Without a visible GPU (CI, the development machines) each test is skipped with that reason. The
+CPU kernels have the same checks in test_training_ops.py and test_tile_op.py, which run
+everywhere. When this file last ran on a GPU, and its output: README, Measured.
 """
 
 import itertools
@@ -22,8 +27,9 @@ from test_training_ops import FILTERS
 from trainer_helpers import common_kwargs, seeded_randn, tiny_config, tiny_networks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device: these tests compare the CUDA kernels with their references "
-                                       "on a GPU")
+                                reason="no CUDA device visible (a GPU is hidden from the suite unless "
+                                       "NDA_TESTS_USE_GPU=1): these tests compare the CUDA kernels with their "
+                                       "references on a GPU")
 
 CUDA = "cuda"
 
@@ -224,6 +230,22 @@ def test_every_negative_runs_its_cuda_kernel_and_matches_the_cpu():
         torch.testing.assert_close(neg.apply(x.to(CUDA), plan).cpu(), neg.apply(x, plan), msg=name)
 
 
+# ---------------------------------------------------------------- ADA's augment pipe
+def test_augment_pipe_on_the_gpu_matches_the_cpu_for_the_same_parameters():
+    from training.augment import AUGPIPE_PRESETS, AugmentPipe
+
+    pipe = AugmentPipe(**dict(AUGPIPE_PRESETS["bgcfnc"], noise=0))  # the noise is drawn on each device
+    pipe.p.fill_(1.0)
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for seed in range(3):
+        params = pipe.sample(x.shape, generator=torch.Generator().manual_seed(seed))
+        want = pipe.apply(x, params)
+        got = pipe.to(CUDA).apply(x.to(CUDA), params)
+        pipe.cpu()
+        assert got.device.type == CUDA
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------- whole networks and training
 def network_step(G, D, device, z, c):
     """G's images, D's logits, G's and D's gradients and D's R1 gradient norm, for one batch."""
@@ -269,13 +291,16 @@ def test_networks_with_cuda_kernels_match_the_reference_path(monkeypatch, fp16):
     networks_kernels_vs_reference(CUDA, monkeypatch, fp16)
 
 
-def test_training_with_nda_on_the_gpu_writes_a_snapshot_that_loads_on_the_cpu(tmp_path):
+def test_training_with_nda_and_ada_on_the_gpu_writes_a_snapshot_that_loads_on_the_cpu(tmp_path):
     from training import snapshot
+    from training.augment import AUGPIPE_PRESETS
     from training.training_loop import training_loop
 
     loss = dict(class_name="nda_stylegan.loss.NDALoss", nda_inner_class_name="training.loss.StyleGAN2Loss",
                 nda_spec="jigsaw,stitch", nda_mode="weighted", r1_gamma=0.1)
-    result = training_loop(**tiny_config(tmp_path, device=CUDA, loss_kwargs=loss, total_kimg=0.064))
+    aug = dict(class_name="training.augment.AugmentPipe", **AUGPIPE_PRESETS["bgc"])  # the main job's augment
+    result = training_loop(**tiny_config(tmp_path, device=CUDA, loss_kwargs=loss, total_kimg=0.064,
+                                         augment_kwargs=aug, augment_p=0.5, ada_target=0.6, ada_interval=1))
     assert result.cur_nimg == 64
     G = snapshot.load_network_file(result.snapshot)["G_ema"]  # networks come back on the CPU
     img = G(torch.randn(2, G.z_dim), torch.zeros(2, 0), noise_mode="const")

@@ -207,6 +207,8 @@ class AugmentPipe(torch.nn.Module):
         # Filters are derived data: not saved in state_dict (non-persistent).
         self.register_buffer("lowpass", torch.tensor(lowpass, dtype=torch.float32), persistent=False)
         self.register_buffer("bands", torch.tensor(band_filters(lowpass), dtype=torch.float32), persistent=False)
+        # From the float32 taps the buffer holds, once: apply() must not read a (GPU) buffer back.
+        self.lowpass_offset = _upsample_offset(np.float32(lowpass))
 
     # -------------------------------------------------------------------------------- sampling
     def sample(self, shape, generator=None):
@@ -315,7 +317,7 @@ class AugmentPipe(torch.nn.Module):
             if params["blit_only"]:
                 images = _resample_exact(images, geom)
             else:
-                images = _resample_filtered(images, geom, self.lowpass.to(device))
+                images = _resample_filtered(images, geom, self.lowpass.to(device), self.lowpass_offset)
         if not torch.equal(params["color"], eye4.expand_as(params["color"])):
             images = _apply_color(images, params["color"].to(device=device, dtype=dtype))
         if params["gains"] is not None and not torch.all(params["gains"] == 1):
@@ -472,8 +474,9 @@ def _upsample_offset(lowpass):
     centre, (k - 1) / 2, and the offset -1/4. A symlet is only nearly symmetric: using the centre
     would shift every resampled image by a fraction of a pixel.
     """
-    k = lowpass.numel()
-    delay = float((torch.arange(k, dtype=torch.float64) * lowpass.double()).sum() / lowpass.double().sum())
+    taps = np.asarray(lowpass, dtype=np.float64)  # numbers, not a tensor: no device involved
+    k = taps.size
+    delay = float((np.arange(k) * taps).sum() / taps.sum())
     return (k / 2 - 1 - delay) / 2
 
 
@@ -499,8 +502,9 @@ def _upsample2x(x, lowpass):
     return x
 
 
-def _resample_filtered(images, geom, lowpass):
-    """General transforms: upsample 2x, sample once, downsample 2x (anti-aliased both ways)."""
+def _resample_filtered(images, geom, lowpass, offset=None):
+    """General transforms: upsample 2x, sample once, downsample 2x (anti-aliased both ways).
+    ``offset``: ``_upsample_offset`` of the filter, when the caller has it already."""
     n, c, h, w = images.shape
     k = lowpass.numel()
     border = k // 2 - 1  # extra samples per side that the downsampling filter consumes
@@ -508,7 +512,8 @@ def _resample_filtered(images, geom, lowpass):
     out_h, out_w = 2 * h + 2 * border, 2 * w + 2 * border
     # Extended output sample e sits at centred coordinate (e - border) / 2 + offset - (size - 1) / 2
     # (the downsampling is the adjoint of the upsampling, so it uses the same sample positions).
-    offset = _upsample_offset(lowpass)
+    if offset is None:
+        offset = _upsample_offset(lowpass.detach().cpu().numpy())
     grid = _sampling_grid(geom, out_h, out_w, h, w, 0.5, -border / 2 + offset - (w - 1) / 2,
                           -border / 2 + offset - (h - 1) / 2, shift=-2 * offset - 0.5)
     x = _grid_sample(upsampled, grid.to(images.dtype), mode="bilinear", padding_mode="reflection",
