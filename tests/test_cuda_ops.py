@@ -18,13 +18,13 @@ import json
 
 import pytest
 import torch
-from torch.autograd import gradcheck, gradgradcheck
 
+from kernel_checks import (FILTERS, UPFIRDN2D_GRADIENT_CASES, bias_act_gradients, r1_double_backward, randn,
+                           upfirdn2d_gradients)
 from test_tile_op import DTYPES as TILE_DTYPES
 from test_tile_op import SHAPES as TILE_SHAPES
 from test_tile_op import random_plan
-from test_training_ops import FILTERS
-from trainer_helpers import common_kwargs, seeded_randn, tiny_config, tiny_networks
+from trainer_helpers import common_kwargs, tiny_config, tiny_networks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device visible (a GPU is hidden from the suite unless "
@@ -41,10 +41,6 @@ def exact_float32():
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def randn(*shape, dtype=torch.float64, seed=0, device=CUDA):
-    return seeded_randn(*shape, dtype=dtype, seed=seed).to(device)
 
 
 # ---------------------------------------------------------------- bias_act
@@ -78,48 +74,10 @@ def test_bias_act_cuda_matches_reference_in_every_dtype():
     assert bias_act_values(CUDA) == 9 * 3 * 5 * 2
 
 
-def bias_act_gradients(device, act, clamp):
-    from training.ops.bias_act import bias_act
-
-    x = (randn(2, 3, 3, 2, device=device) * 2).requires_grad_(True)
-    b = randn(3, seed=1, device=device).requires_grad_(True)
-    fn = lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="kernel")
-    assert gradcheck(fn, (x, b)) and gradgradcheck(fn, (x, b))
-    gy = randn(2, 3, 3, 2, seed=2, device=device)
-    results = {}
-    for impl in ("kernel", "reference"):
-        y = bias_act(x, b, act=act, clamp=clamp, impl=impl)
-        gx, gb = torch.autograd.grad(y, (x, b), gy, create_graph=True)
-        objective = gx.square().sum() + gb.square().sum() * 0.5
-        second = [torch.zeros_like(x), torch.zeros_like(b)]
-        if objective.requires_grad:  # not for linear: its input gradient is constant
-            second = [torch.zeros_like(t) if g is None else g
-                      for g, t in zip(torch.autograd.grad(objective, (x, b), allow_unused=True), (x, b))]
-        results[impl] = [gx, gb] + second
-    for got, want in zip(results["kernel"], results["reference"]):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-
-
 @pytest.mark.parametrize("act", ["linear", "lrelu", "relu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"])
 @pytest.mark.parametrize("clamp", [None, 0.9])
 def test_bias_act_cuda_gradients_first_and_second_order(act, clamp):
     bias_act_gradients(CUDA, act, clamp)
-
-
-def r1_double_backward(device):
-    from training.ops.bias_act import bias_act
-
-    w = randn(4, 3, seed=3, device=device).requires_grad_(True)
-    b = randn(4, seed=4, device=device).requires_grad_(True)
-    grads = {}
-    for impl in ("kernel", "reference"):
-        inp = randn(5, 3, seed=5, device=device).requires_grad_(True)
-        h = bias_act(inp.matmul(w.t()), b, act="lrelu", clamp=2.0, impl=impl)
-        out = bias_act(h.sum(dim=1, keepdim=True), None, act="softplus", impl=impl)
-        (g,) = torch.autograd.grad(out.sum(), inp, create_graph=True)
-        grads[impl] = torch.autograd.grad(g.square().sum(), (w, b))
-    for got, want in zip(grads["kernel"], grads["reference"]):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_bias_act_cuda_r1_style_double_backward():
@@ -163,28 +121,9 @@ def test_upfirdn2d_cuda_matches_reference_over_parameter_grid():
     assert upfirdn2d_values(CUDA) > 400
 
 
-def upfirdn2d_gradients(device, up, down, pad, taps):
-    from training.ops.upfirdn2d import setup_filter, upfirdn2d
-
-    x = randn(2, 2, 5, 4, device=device).requires_grad_(True)
-    f = setup_filter(FILTERS[taps]).double().to(device)
-    fn = lambda x: upfirdn2d(x, f, up, down, pad, gain=2.0, impl="kernel")
-    assert gradcheck(fn, (x,)) and gradgradcheck(fn, (x,))
-    gy = randn(*fn(x).shape, seed=9, device=device)
-    grads = [torch.autograd.grad(upfirdn2d(x, f, up, down, pad, gain=2.0, impl=impl), x, gy)[0]
-             for impl in ("kernel", "reference")]
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-11, atol=1e-11)
-
-
-@pytest.mark.parametrize("up,down,pad,taps", [
-    (1, 1, 1, "asymmetric 3x2"),
-    (2, 1, [2, 1, 1, 2], "asymmetric 3x2"),
-    (1, 2, [1, 1, 0, 2], "4x4 outer"),
-    ([2, 3], [3, 1], [-1, 2, 3, 0], "asymmetric 3x2"),
-    (2, 1, [3, 2, 3, 2], "separable 8"),
-])
+@pytest.mark.parametrize("up,down,pad,taps", UPFIRDN2D_GRADIENT_CASES)
 def test_upfirdn2d_cuda_gradients_first_and_second_order(up, down, pad, taps):
-    upfirdn2d_gradients(CUDA, up, down, pad, taps)
+    upfirdn2d_gradients(CUDA, up, down, pad, taps, tol=1e-11)
 
 
 # ---------------------------------------------------------------- the negatives' tile kernel

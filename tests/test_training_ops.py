@@ -9,12 +9,12 @@ import threading
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.autograd import gradcheck, gradgradcheck
 
 from training.ops import kernels
 from training.ops.bias_act import ACTIVATIONS, bias_act
 from training.ops.conv2d_resample import conv2d_resample
 from training.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
+from kernel_checks import FILTERS, UPFIRDN2D_GRADIENT_CASES, bias_act_gradients, r1_double_backward, upfirdn2d_gradients
 from trainer_helpers import one_thread, require_kernels, seeded_randn
 
 one_thread_per_module = pytest.fixture(scope="module", autouse=True)(one_thread)  # tiny tensors: one thread
@@ -59,40 +59,11 @@ def test_bias_act_reference_semantics():
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("clamp", [None, 0.9])
 def test_bias_act_kernel_gradients_first_and_second_order(act, clamp):
-    x = (seeded_randn(2, 3, 3, 2) * 2).requires_grad_(True)
-    b = seeded_randn(3, seed=1).requires_grad_(True)
-    fn = lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="kernel")
-    assert gradcheck(fn, (x, b))
-    assert gradgradcheck(fn, (x, b))
-    # And the same numbers as autograd through the reference, to second order.
-    gy = seeded_randn(2, 3, 3, 2, seed=2)
-    results = {}
-    for impl in ("kernel", "reference"):
-        y = bias_act(x, b, act=act, clamp=clamp, impl=impl)
-        gx, gb = torch.autograd.grad(y, (x, b), gy, create_graph=True)
-        objective = gx.square().sum() + gb.square().sum() * 0.5
-        ggx = ggb = None
-        if objective.requires_grad:  # not for linear: its input gradient is constant
-            ggx, ggb = torch.autograd.grad(objective, (x, b), allow_unused=True)
-        zero = lambda t, like: torch.zeros_like(like) if t is None else t
-        results[impl] = [gx, gb, zero(ggx, x), zero(ggb, b)]
-    for got, want in zip(results["kernel"], results["reference"]):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    bias_act_gradients("cpu", act, clamp)
 
 
 def test_bias_act_r1_style_double_backward_matches_reference():
-    # R1: penalty on d(out)/d(input) with create_graph, then backprop into the parameters.
-    w = seeded_randn(4, 3, seed=3).requires_grad_(True)
-    b = seeded_randn(4, seed=4).requires_grad_(True)
-    grads = {}
-    for impl in ("kernel", "reference"):
-        inp = seeded_randn(5, 3, seed=5).requires_grad_(True)
-        h = bias_act(inp.matmul(w.t()), b, act="lrelu", clamp=2.0, impl=impl)
-        out = bias_act(h.sum(dim=1, keepdim=True), None, act="softplus", impl=impl)
-        (g,) = torch.autograd.grad(out.sum(), inp, create_graph=True)
-        grads[impl] = torch.autograd.grad(g.square().sum(), (w, b))
-    for got, want in zip(grads["kernel"], grads["reference"]):
-        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    r1_double_backward("cpu")
 
 
 def test_bias_act_impl_switch(monkeypatch):
@@ -132,12 +103,6 @@ def test_bias_act_bad_input_is_a_clear_error():
 
 # ---------------------------------------------------------------- upfirdn2d
 
-FILTERS = {
-    "4x4 outer": [1, 3, 3, 1],
-    "3x3 outer": [1, 2, 1],
-    "asymmetric 3x2": [[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]],
-    "separable 8": [1, 2, 3, 4, 4, 3, 2, 1],
-}
 
 
 def test_upfirdn2d_kernel_matches_reference_over_parameter_grid():
@@ -163,23 +128,9 @@ def test_upfirdn2d_kernel_matches_reference_over_parameter_grid():
                                upfirdn2d(x32, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="reference"))
 
 
-@pytest.mark.parametrize("up,down,pad,taps", [
-    (1, 1, 1, "asymmetric 3x2"),
-    (2, 1, [2, 1, 1, 2], "asymmetric 3x2"),
-    (1, 2, [1, 1, 0, 2], "4x4 outer"),
-    ([2, 3], [3, 1], [-1, 2, 3, 0], "asymmetric 3x2"),
-    (2, 1, [3, 2, 3, 2], "separable 8"),
-])
+@pytest.mark.parametrize("up,down,pad,taps", UPFIRDN2D_GRADIENT_CASES)
 def test_upfirdn2d_kernel_gradients_first_and_second_order(up, down, pad, taps):
-    x = seeded_randn(2, 2, 5, 4).requires_grad_(True)
-    f = setup_filter(FILTERS[taps]).double()
-    fn = lambda x: upfirdn2d(x, f, up, down, pad, gain=2.0, impl="kernel")
-    assert gradcheck(fn, (x,))
-    assert gradgradcheck(fn, (x,))
-    gy = torch.randn_like(fn(x))
-    grads = [torch.autograd.grad(upfirdn2d(x, f, up, down, pad, gain=2.0, impl=impl), x, gy)[0]
-             for impl in ("kernel", "reference")]
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    upfirdn2d_gradients("cpu", up, down, pad, taps, tol=1e-12)
 
 
 @pytest.mark.parametrize("impl", ["reference", "kernel"])
