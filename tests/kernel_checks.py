@@ -69,6 +69,31 @@ def r1_double_backward(device):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+def upfirdn2d_grid(device, tol):
+    """float64 values over a grid of filters, up/down factors, paddings and flips; returns how
+    many combinations were compared (those whose padded size fits the filter)."""
+    import itertools
+
+    from training.ops.upfirdn2d import setup_filter, upfirdn2d
+
+    x = randn(2, 3, 7, 6, device=device)
+    checked = 0
+    for (name, taps), up, down, pad, flip in itertools.product(
+            FILTERS.items(), [1, 2, 3, [2, 1]], [1, 2, 3, [1, 2]], [0, 2, [1, -1, 2, 0], [-1, 3, 0, 2]],
+            [False, True]):
+        f = setup_filter(taps).double().to(device)
+        try:
+            ref = upfirdn2d(x, f, up, down, pad, flip, gain=1.5, impl="reference")
+        except ValueError:
+            continue  # padded size smaller than the filter: refused the same way by both
+        out = upfirdn2d(x, f, up, down, pad, flip, gain=1.5, impl="kernel")
+        assert out.shape == ref.shape, (name, up, down, pad)
+        torch.testing.assert_close(out, ref, rtol=tol, atol=tol, msg=lambda m: "%s up %s down %s pad %s flip %s: %s"
+                                   % (name, up, down, pad, flip, m))
+        checked += 1
+    return checked
+
+
 def upfirdn2d_gradients(device, up, down, pad, taps, tol):
     from training.ops.upfirdn2d import setup_filter, upfirdn2d
 

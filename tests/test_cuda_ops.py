@@ -19,8 +19,8 @@ import json
 import pytest
 import torch
 
-from kernel_checks import (FILTERS, UPFIRDN2D_GRADIENT_CASES, bias_act_gradients, r1_double_backward, randn,
-                           upfirdn2d_gradients)
+from kernel_checks import (UPFIRDN2D_GRADIENT_CASES, bias_act_gradients, r1_double_backward, randn,
+                           upfirdn2d_gradients, upfirdn2d_grid)
 from test_tile_op import DTYPES as TILE_DTYPES
 from test_tile_op import SHAPES as TILE_SHAPES
 from test_tile_op import random_plan
@@ -86,23 +86,10 @@ def test_bias_act_cuda_r1_style_double_backward():
 
 # ---------------------------------------------------------------- upfirdn2d
 def upfirdn2d_values(device):
+    """The float64 grid, then float32 and float16 (channels_last) on the preset's shapes."""
     from training.ops.upfirdn2d import setup_filter, upfirdn2d
 
-    x = randn(2, 3, 7, 6, device=device)
-    checked = 0
-    for (name, taps), up, down, pad, flip in itertools.product(
-            FILTERS.items(), [1, 2, 3, [2, 1]], [1, 2, 3, [1, 2]], [0, 2, [1, -1, 2, 0], [-1, 3, 0, 2]],
-            [False, True]):
-        f = setup_filter(taps).double().to(device)
-        try:
-            ref = upfirdn2d(x, f, up, down, pad, flip, gain=1.5, impl="reference")
-        except ValueError:
-            continue  # padded size smaller than the filter: refused the same way by both
-        out = upfirdn2d(x, f, up, down, pad, flip, gain=1.5, impl="kernel")
-        assert out.shape == ref.shape, (name, up, down, pad)
-        torch.testing.assert_close(out, ref, rtol=1e-11, atol=1e-11, msg=lambda m: "%s up %s down %s pad %s: %s"
-                                   % (name, up, down, pad, m))
-        checked += 1
+    checked = upfirdn2d_grid(device, tol=1e-11)
     f = setup_filter([1, 3, 3, 1], device=torch.device(device))
     for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3)):
         for shape in ((2, 4, 9, 9), (3, 64, 32, 32)):
