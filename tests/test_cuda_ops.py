@@ -1,7 +1,8 @@
 """The CUDA kernels against their pure-PyTorch references, on a GPU: bias_act and upfirdn2d
 (values in every compiled dtype, first- and second-order gradients, R1's double backward), the
 fused tile kernel of the negatives (random plans, every dtype), whole networks with kernels vs
-references (fp32 and the fp16 layers), and a short training run with NDA on the GPU.
+references (fp32 and the fp16 layers), ADA's augment pipe, and a short training run with NDA
+and ADA on the GPU.
 
 Every test needs a CUDA device, and the suite sees one only with NDA_TESTS_USE_GPU=1 (see
 conftest.py: the rest of the suite pins CPU behaviour):
@@ -9,8 +10,9 @@ conftest.py: the rest of the suite pins CPU behaviour):
     NDA_TESTS_USE_GPU=1 pytest tests/test_cuda_ops.py      # or: bash tests/run_gpu_checks.sh
 
 Without a visible GPU (CI, the development machines) each test is skipped with that reason. The
-CPU kernels have the same checks in test_training_ops.py and test_tile_op.py, which run
-everywhere. When this file last ran on a GPU, and its output: README, Measured.
+CPU kernels have the same checks in test_training_ops.py (through kernel_checks.py, shared with
+this file) and test_tile_op.py, which run everywhere. When this file last ran on a GPU, and its
+output: docs/gpu-checks/README.md.
 """
 
 import itertools
