@@ -64,22 +64,23 @@ def test_blit_transforms_are_pixel_exact():
 
 
 def test_filtered_resampling_identity_flip_and_shift_are_accurate():
-    lowpass = A.AugmentPipe().lowpass
+    augment = A.AugmentPipe()
+    lowpass, offset = augment.lowpass, augment.lowpass_offset
     x = images(n=2, size=16)
-    ident = A._resample_filtered(x, torch.eye(3).repeat(2, 1, 1), lowpass)
+    ident = A._resample_filtered(x, torch.eye(3).repeat(2, 1, 1), lowpass, offset)
     assert (ident - x)[..., 4:-4, 4:-4].abs().max() < 1e-5  # perfect reconstruction inside
     s = smooth_images()
-    flip = A._resample_filtered(s, A._scale2d(-torch.ones(2), torch.ones(2)), lowpass)
+    flip = A._resample_filtered(s, A._scale2d(-torch.ones(2), torch.ones(2)), lowpass, offset)
     assert (flip - s.flip(3)).abs().max() < 0.02
     shift = A._translate2d(torch.tensor([-1.0, 2.0]), torch.tensor([0.0, -3.0]))
     exact = A._resample_exact(s, shift)
-    assert (A._resample_filtered(s, shift, lowpass) - exact)[..., 4:-4, 4:-4].abs().max() < 0.01
+    assert (A._resample_filtered(s, shift, lowpass, offset) - exact)[..., 4:-4, 4:-4].abs().max() < 0.01
 
 
 def test_rotation_by_a_quarter_turn_through_the_filtered_path():
-    lowpass = A.AugmentPipe().lowpass
+    augment = A.AugmentPipe()
     s = smooth_images()
-    out = A._resample_filtered(s, A._rotate2d(torch.full([2], math.pi / 2)), lowpass)
+    out = A._resample_filtered(s, A._rotate2d(torch.full([2], math.pi / 2)), augment.lowpass, augment.lowpass_offset)
     err = min(float((out - torch.rot90(s, k, (2, 3))).abs().max()) for k in (1, 3))
     assert err < 0.02
 

@@ -502,9 +502,9 @@ def _upsample2x(x, lowpass):
     return x
 
 
-def _resample_filtered(images, geom, lowpass, offset=None):
+def _resample_filtered(images, geom, lowpass, offset):
     """General transforms: upsample 2x, sample once, downsample 2x (anti-aliased both ways).
-    ``offset``: ``_upsample_offset`` of the filter, when the caller has it already."""
+    ``offset``: ``_upsample_offset`` of the filter (a number, computed once by the pipe)."""
     n, c, h, w = images.shape
     k = lowpass.numel()
     border = k // 2 - 1  # extra samples per side that the downsampling filter consumes
@@ -512,8 +512,6 @@ def _resample_filtered(images, geom, lowpass, offset=None):
     out_h, out_w = 2 * h + 2 * border, 2 * w + 2 * border
     # Extended output sample e sits at centred coordinate (e - border) / 2 + offset - (size - 1) / 2
     # (the downsampling is the adjoint of the upsampling, so it uses the same sample positions).
-    if offset is None:
-        offset = _upsample_offset(lowpass.detach().cpu().numpy())
     grid = _sampling_grid(geom, out_h, out_w, h, w, 0.5, -border / 2 + offset - (w - 1) / 2,
                           -border / 2 + offset - (h - 1) / 2, shift=-2 * offset - 0.5)
     x = _grid_sample(upsampled, grid.to(images.dtype), mode="bilinear", padding_mode="reflection",

@@ -1,11 +1,14 @@
 // upfirdn2d CUDA kernel: one thread per output sample, visiting only the taps that land on a
-// real (not zero-inserted) input sample, with no division inside the tap loops. Only CUDA runtime headers; dispatch and registration
-// live in upfirdn2d_cuda.cpp. Same formula as upfirdn2d.cpp.
+// real (not zero-inserted) input sample, with no division inside the tap loops. Only CUDA
+// runtime headers; dispatch and registration live in upfirdn2d_cuda.cpp. Same formula as
+// upfirdn2d.cpp.
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 namespace {
 
@@ -77,11 +80,12 @@ cudaError_t launch(const void* x, const void* w, void* out, int64_t planes, int6
   int64_t blocks = (planes * oh * ow + threads - 1) / threads;
   if (blocks > max_blocks) blocks = max_blocks;
   if (blocks < 1) blocks = 1;
-  // 32-bit indices when every index the kernel forms (plus one grid stride past the end) fits.
-  const int64_t largest = (planes * ih * iw > planes * oh * ow ? planes * ih * iw : planes * oh * ow);
-  const int64_t upsampled = (oh * downy + fh) * (int64_t)upy + (ow * downx + fw) * (int64_t)upx;
-  if (largest + blocks * threads < INT32_MAX && upsampled + pady0 + padx0 < INT32_MAX / 2 && pady0 >= -(1 << 28) &&
-      padx0 >= -(1 << 28))
+  // 32-bit indices when every one the kernel forms fits: element offsets (plus one grid stride
+  // past the end) and upsampled coordinates (output position x down, plus padding and taps).
+  const int64_t elements = planes * std::max(ih * iw, oh * ow) + blocks * threads;
+  const int64_t coords = std::max(oh * downy, ow * downx) + std::max(std::abs(pady0), std::abs(padx0)) + fh + fw +
+                         upx + upy;
+  if (elements < INT32_MAX && coords < INT32_MAX / 2)
     start<T, int32_t>((unsigned)blocks, threads, stream, x, w, out, planes, ih, iw, oh, ow, fh, fw, upx, upy,
                       downx, downy, padx0, pady0);
   else
