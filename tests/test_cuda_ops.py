@@ -25,7 +25,7 @@ from kernel_checks import (UPFIRDN2D_GRADIENT_CASES, bias_act_gradients, r1_doub
                            upfirdn2d_gradients, upfirdn2d_grid)
 from test_tile_op import DTYPES as TILE_DTYPES
 from test_tile_op import SHAPES as TILE_SHAPES
-from test_tile_op import random_plan
+from test_tile_op import bad_plans, random_plan
 from trainer_helpers import common_kwargs, tiny_config, tiny_networks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -143,6 +143,20 @@ def tile_plans(device):
 
 def test_tile_kernel_cuda_matches_reference_on_random_plans():
     assert tile_plans(CUDA) == len(TILE_SHAPES) * len(TILE_DTYPES) * 6
+
+
+def test_bad_plans_raise_value_error_on_cuda():
+    # The CUDA kernel checks the plan itself (FLAG_BAD_PLAN) instead of TilePlan.check's syncs.
+    from nda_stylegan.negatives.plan import TilePlan
+    from nda_stylegan.ops import tile
+
+    images = torch.randn(3, 1, 4, 4, device=CUDA)
+    for plan, words in bad_plans():
+        for where in ("cpu", CUDA):  # moved by apply_plan, or already on the GPU
+            with pytest.raises(ValueError, match=words):
+                tile.apply_plan(images, plan.to(where), impl="kernel")
+    out, flags = tile.apply_plan(images, TilePlan.identity(3, 2, 2).to(CUDA), impl="kernel")
+    assert torch.equal(out, images) and flags.tolist() == [0, 0, 0]  # nothing left over from the bad ones
 
 
 def test_every_negative_runs_its_cuda_kernel_and_matches_the_cpu():

@@ -225,8 +225,8 @@ def test_layouts_are_accepted(kernel):
         assert torch.equal(f, flags)
 
 
-def test_bad_plans_raise_value_error_in_both_paths(kernel):
-    images = torch.randn(3, 1, 4, 4)
+def bad_plans():
+    """(plan, words of the error) for a batch of 3 images of 4x4: one broken condition each."""
     bad = []
     p = TilePlan.identity(3); p.tile_src_image[0, 0] = 3; bad.append((p, "tile source"))
     p = TilePlan.identity(3); p.tile_rot[1, 0] = 4; bad.append((p, "rotation"))
@@ -236,7 +236,12 @@ def test_bad_plans_raise_value_error_in_both_paths(kernel):
     p = TilePlan.identity(3); p.box_src[0] = 7; bad.append((p, "box source"))
     p = TilePlan.identity(3); p.box_mode[0] = 3; bad.append((p, "box mode"))
     bad.append((TilePlan.identity(2), "batch"))
-    for plan, words in bad:
+    return bad
+
+
+def test_bad_plans_raise_value_error_in_both_paths(kernel):
+    images = torch.randn(3, 1, 4, 4)
+    for plan, words in bad_plans():
         for impl in ("kernel", "reference"):
             with pytest.raises(ValueError, match=words):
                 tile.apply_plan(images, plan, impl=impl)

@@ -21,13 +21,14 @@ Per image, three stages are applied in order:
 
 Applying also returns ``flags[n]``: bit 0 set when the output differs from ``images[n]``
 anywhere (a negative equal to its source is not a negative), bit 1 set when the output holds
-a non-finite value.
+a non-finite value. (The CUDA kernel also sets bit 2 for an image whose plan breaks
+:meth:`TilePlan.check`'s conditions; ``apply_plan`` then raises, so no returned flags hold it.)
 """
 
 import torch
 
 BOX_NONE, BOX_FILL, BOX_PASTE = 0, 1, 2
-FLAG_CHANGED, FLAG_NONFINITE = 1, 2
+FLAG_CHANGED, FLAG_NONFINITE, FLAG_BAD_PLAN = 1, 2, 4
 
 # Column names of the plan's tensors (the kernels read this layout: change it nowhere but here
 # and in ops/csrc). Python code reads and writes the columns through TilePlan's named views.
@@ -102,7 +103,13 @@ class TilePlan:
         return self.grid.shape[0]
 
     def to(self, device):
-        return TilePlan(*(t.to(device) for t in self.tensors()))
+        # non_blocking: a blocking host-to-GPU copy waits for the whole stream, once per tensor.
+        # Safe for our plans: pageable memory is staged before the call returns, and a pinned
+        # source is copied blocking (the caller may change it right after).
+        device = torch.device(device)
+        if device.type == "cpu" or not self.grid.is_cpu:
+            return TilePlan(*(t.to(device) for t in self.tensors()))
+        return TilePlan(*(t.to(device, non_blocking=not t.is_pinned()) for t in self.tensors()))
 
     def clone(self):
         return TilePlan(*(t.clone() for t in self.tensors()))

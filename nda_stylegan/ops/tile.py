@@ -2,6 +2,7 @@
 
 import torch
 
+from ..negatives.plan import FLAG_BAD_PLAN
 from .tile_kernel import apply_plan_kernel, unsupported_reason
 from .tile_ref import apply_plan_reference
 
@@ -30,6 +31,14 @@ def apply_plan(images, plan, impl="auto"):
         # The CPU kernel validates the plan itself, with TilePlan.check's conditions and messages
         # (ValueError): on small batches the Python check alone costs more than the kernel.
         return apply_plan_kernel(images, plan)
+    if reason is None and images.numel():
+        # The CUDA kernel validates the plan as it goes (FLAG_BAD_PLAN): one read of the flags
+        # replaces TilePlan.check's ten or so host syncs on device tensors.
+        out, flags = apply_plan_kernel(images, plan)
+        if int(flags.max()) >= FLAG_BAD_PLAN:
+            plan.check(images)  # raises with the message naming what is wrong
+            raise ValueError("plan does not fit the images (flagged by the CUDA tile kernel)")
+        return out, flags
     plan.check(images)
     if reason is None:
         return apply_plan_kernel(images, plan)

@@ -36,8 +36,8 @@ int dtype_code(at::ScalarType dtype) {
   return -1;
 }
 
-// The plan's contents are validated by TilePlan.check before this is called (reading them
-// here would need a device-to-host copy); the kernels also clamp every index they use.
+// The plan's contents are validated by the kernel itself (flag bit 4 of a bad image: reading
+// them here would need a device-to-host copy); the kernels clamp every index they use.
 std::tuple<at::Tensor, at::Tensor> apply_plan_cuda(const at::Tensor& images_in, const at::Tensor& grid_in,
                                                    const at::Tensor& tiles_in, const at::Tensor& box_in,
                                                    const at::Tensor& blend_src_in,

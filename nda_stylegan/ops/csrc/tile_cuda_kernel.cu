@@ -7,6 +7,10 @@
 // Two launches: a small reduction for the box means of BOX_FILL images (one block per image
 // and channel, reading the box only), then one pass where each thread makes one output pixel
 // in every channel and the flags are OR-ed per block (one atomic per block and image).
+//
+// The plan is validated in that pass too (bit kFlagBadPlan of an image's flags; TilePlan.check's
+// conditions): checking it on the host would need device-to-host copies before the launch,
+// which stall the stream. apply_plan reads the flags once and raises TilePlan.check's error.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -18,6 +22,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kBoxFill = 1;
 constexpr int64_t kBoxPaste = 2;
+constexpr int kFlagBadPlan = 4;  // FLAG_BAD_PLAN in nda_stylegan/negatives/plan.py
 
 // Loads into / stores from the arithmetic type (float, or double for double images).
 template <typename T> struct Num;
@@ -76,8 +81,25 @@ struct BoxView {
   int64_t y0, y1, x0, x1, mode, src;
 };
 
-// The box clamped into the image (empty when it has no area). Image indices are clamped as
-// a safety net only: TilePlan.check has already rejected out-of-range ones.
+// Whether image n's plan breaks one of TilePlan.check's conditions. Called by every thread of
+// the first block of each image row of the grid: the threads share the tile entries.
+__device__ __forceinline__ bool bad_plan(const PlanView& p, int64_t n, int64_t nb, int64_t h, int64_t w) {
+  bool bad = false;
+  for (int64_t t = threadIdx.x; t < p.n_tiles; t += blockDim.x) {
+    const int64_t* e = p.tiles + 3 * (n * p.n_tiles + t);
+    bad |= e[0] < 0 || e[0] >= nb || e[2] < 0 || e[2] > 3;
+  }
+  if (threadIdx.x == 0) {
+    const int64_t gh = p.grid[2 * n], gw = p.grid[2 * n + 1];
+    bad |= gh < 1 || gw < 1 || gh > h || gw > w || gh * gw > p.n_tiles;  // the product only once in range
+    const int64_t* b = p.box + 6 * n;
+    bad |= p.blend_src[n] < 0 || p.blend_src[n] >= nb || b[5] < 0 || b[5] >= nb || b[4] < 0 || b[4] > kBoxPaste;
+  }
+  return bad;
+}
+
+// The box clamped into the image (empty when it has no area). Image indices are clamped so
+// that a bad plan (reported through kFlagBadPlan) never reads out of bounds.
 __device__ __forceinline__ BoxView load_box(const PlanView& p, int64_t n, int64_t nb, int64_t h, int64_t w) {
   const int64_t* b = p.box + 6 * n;
   BoxView r;
@@ -167,10 +189,13 @@ __global__ void apply_plan_kernel(const scalar_t* __restrict__ in, scalar_t* __r
         nonfinite |= not_finite(f);
       }
     }
+    const bool bad = blockIdx.x == 0 && bad_plan(p, n, nb, h, w);  // uniform branch per block
     const int any_changed = __syncthreads_or(changed);
     const int any_nonfinite = __syncthreads_or(nonfinite);
-    if (threadIdx.x == 0 && (any_changed || any_nonfinite))
-      atomicOr(reinterpret_cast<int*>(flags + n), (any_changed ? 1 : 0) | (any_nonfinite ? 2 : 0));
+    const int any_bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0 && (any_changed || any_nonfinite || any_bad))
+      atomicOr(reinterpret_cast<int*>(flags + n),
+               (any_changed ? 1 : 0) | (any_nonfinite ? 2 : 0) | (any_bad ? kFlagBadPlan : 0));
   }
 }
 
