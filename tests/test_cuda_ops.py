@@ -110,6 +110,22 @@ def test_upfirdn2d_cuda_matches_reference_over_parameter_grid():
     assert upfirdn2d_values(CUDA) > 400
 
 
+def test_upfirdn2d_cuda_64bit_index_branch():
+    # The kernel takes 64-bit indices only when an index could pass 2^31: past 2^31 elements
+    # (8 GiB of float32), or upsampled coordinates past 2^30, which a huge down reaches on a
+    # small tensor (one output sample per row). Both branches must give the reference's values.
+    from training.ops.upfirdn2d import upfirdn2d
+
+    x = randn(2, 3, 16, 16, dtype=torch.float64, seed=11, device=CUDA)
+    f = randn(3, 3, dtype=torch.float64, seed=12, device=CUDA)
+    for kw in (dict(down=(1_200_000_000, 1)), dict(down=(1, 1_200_000_000), padding=(1, 2, 3, 0)),
+               dict(up=2, down=(1_100_000_000, 3), padding=1)):
+        out = upfirdn2d(x, f, impl="kernel", **kw)
+        ref = upfirdn2d(x, f, impl="reference", **kw)
+        assert out.shape == ref.shape and 1 in out.shape[2:], kw
+        torch.testing.assert_close(out, ref, rtol=1e-11, atol=1e-11)
+
+
 @pytest.mark.parametrize("up,down,pad,taps", UPFIRDN2D_GRADIENT_CASES)
 def test_upfirdn2d_cuda_gradients_first_and_second_order(up, down, pad, taps):
     upfirdn2d_gradients(CUDA, up, down, pad, taps, tol=1e-11)
