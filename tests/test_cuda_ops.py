@@ -175,6 +175,21 @@ def test_bad_plans_raise_value_error_on_cuda():
     assert torch.equal(out, images) and flags.tolist() == [0, 0, 0]  # nothing left over from the bad ones
 
 
+def test_cuda_kernel_reports_bad_plan_contents_in_its_flags_instead_of_throwing():
+    # A C++ exception thrown from the library crashed the process on the GPU machine (run 3 of
+    # docs/gpu-checks): the op reports the image whose plan is bad, apply_plan raises.
+    from nda_stylegan.negatives.plan import FLAG_BAD_PLAN
+    from nda_stylegan.ops import tile_kernel
+
+    images = torch.randn(3, 1, 4, 4, device=CUDA)
+    for plan, words in bad_plans():
+        if words == "batch":
+            continue  # a layout error: apply_plan rejects it before calling the op
+        _, flags = tile_kernel.apply_plan_kernel(images, plan.to(CUDA))
+        bad = (flags & FLAG_BAD_PLAN) != 0
+        assert bad.sum().item() == 1, (words, flags.tolist())  # each case breaks one image's plan
+
+
 def test_every_negative_runs_its_cuda_kernel_and_matches_the_cpu():
     from nda_stylegan.negatives import make_negative
     from nda_stylegan.negatives.registry import available_negatives

@@ -247,6 +247,35 @@ def test_bad_plans_raise_value_error_in_both_paths(kernel):
                 tile.apply_plan(images, plan, impl=impl)
 
 
+def test_kernel_reports_bad_plan_contents_in_its_flags_instead_of_throwing(kernel):
+    # A C++ exception from the library crashed the process on one GPU machine: the op itself
+    # must report what a user can get wrong (FLAG_BAD_PLAN on every image), apply_plan raises.
+    from nda_stylegan.negatives.plan import FLAG_BAD_PLAN
+
+    images = torch.randn(3, 1, 4, 4)
+    for plan, words in bad_plans():
+        if words == "batch":
+            continue  # a layout error: apply_plan rejects it before calling the op
+        _, flags = tile_kernel.apply_plan_kernel(images, plan)
+        assert flags.tolist() == [FLAG_BAD_PLAN] * 3, words
+    _, flags = tile_kernel.apply_plan_kernel(images, TilePlan.identity(3))
+    assert flags.tolist() == [0, 0, 0]
+
+
+def test_bad_plan_layouts_raise_value_error_before_the_kernel(kernel):
+    images = torch.randn(3, 1, 4, 4)
+    cases = []
+    p = TilePlan.identity(3); p.grid = p.grid.int(); cases.append((p, "grid must be torch.int64"))
+    p = TilePlan.identity(3); p.blend_w = p.blend_w.double(); cases.append((p, "blend_w must be torch.float32"))
+    p = TilePlan.identity(3); p.tiles = p.tiles[:, :, :2]; cases.append((p, "wrong shapes.*tiles"))
+    p = TilePlan.identity(3); p.box = p.box[:, :5]; cases.append((p, "wrong shapes.*box"))
+    p = TilePlan.identity(3); p.blend_src = p.blend_src[:2]; cases.append((p, "wrong shapes.*blend_src"))
+    p = TilePlan.identity(3); p.tiles = p.tiles[:, :0]; cases.append((p, "wrong shapes.*tiles"))
+    for plan, words in cases:
+        with pytest.raises(ValueError, match=words):
+            tile.apply_plan(images, plan, impl="kernel")
+
+
 def test_dispatch(kernel, monkeypatch):
     images = torch.randn(2, 1, 4, 4)
     plan = TilePlan.identity(2, 2, 2)

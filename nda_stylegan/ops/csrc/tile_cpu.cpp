@@ -54,8 +54,7 @@ NDA_ALWAYS_INLINE inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
 template <typename scalar_t> struct OpMath { using type = float; };
 template <> struct OpMath<double> { using type = double; };
 
-// The plan, validated (same conditions and messages as TilePlan.check, so the CPU path can
-// skip the Python-side check, which costs more than the whole kernel on small batches).
+// The plan's pointers. Its contents are checked by plan_is_valid (TilePlan.check's conditions).
 struct Plan {
   const int64_t* grid;
   const int64_t* tiles;
@@ -65,26 +64,25 @@ struct Plan {
   const float* blend_w;
 };
 
-void check_plan_cpu(const Plan& p, int64_t n, int64_t h, int64_t w) {
+// A bad plan is reported, not thrown: every image's flags get FLAG_BAD_PLAN (4) and apply_plan
+// raises TilePlan.check's ValueError in Python. No exception leaves this library for an error
+// a user can make: on one GPU machine (torch 2.11, g++ 13) any C++ exception thrown from it
+// crashed the process while unwinding (docs/gpu-checks/README.md, run 3).
+constexpr int32_t kFlagBadPlan = 4;
+
+bool plan_is_valid(const Plan& p, int64_t n, int64_t h, int64_t w) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t gh = p.grid[2 * i], gw = p.grid[2 * i + 1];
-    TORCH_CHECK_VALUE(gh >= 1 && gw >= 1 && gh <= h && gw <= w,
-                      "plan grid must be between 1x1 and the image size ", h, "x", w);
-    TORCH_CHECK_VALUE(gh * gw <= p.n_tiles, "plan has fewer tile entries than its grid needs");
+    if (gh < 1 || gw < 1 || gh > h || gw > w || gh * gw > p.n_tiles) return false;  // product once in range
+    const int64_t mode = p.box[6 * i + 4], box_src = p.box[6 * i + 5];
+    if (p.blend_src[i] < 0 || p.blend_src[i] >= n || box_src < 0 || box_src >= n || mode < 0 || mode > 2)
+      return false;
   }
   for (int64_t i = 0; i < n * p.n_tiles; ++i) {
     const int64_t src = p.tiles[3 * i], rot = p.tiles[3 * i + 2];
-    TORCH_CHECK_VALUE(src >= 0 && src < n, "plan tile source index out of range for a batch of ", n);
-    TORCH_CHECK_VALUE(rot >= 0 && rot <= 3, "plan rotation must be 0..3 quarter turns");
+    if (src < 0 || src >= n || rot < 0 || rot > 3) return false;
   }
-  for (int64_t i = 0; i < n; ++i) {
-    TORCH_CHECK_VALUE(p.blend_src[i] >= 0 && p.blend_src[i] < n,
-                      "plan blend source index out of range for a batch of ", n);
-    TORCH_CHECK_VALUE(p.box[6 * i + 5] >= 0 && p.box[6 * i + 5] < n,
-                      "plan box source index out of range for a batch of ", n);
-    const int64_t mode = p.box[6 * i + 4];
-    TORCH_CHECK_VALUE(mode >= 0 && mode <= 2, "plan box mode must be 0 (none), 1 (fill) or 2 (paste)");
-  }
+  return true;
 }
 
 // Box rows/columns clamped into the image: the reference's "inside" mask, as ranges.
@@ -562,7 +560,10 @@ std::tuple<at::Tensor, at::Tensor> apply_plan_cpu(const at::Tensor& images_in, c
   if (n == 0) return {out, flags};
   const Plan p{grid.data_ptr<int64_t>(), tiles.data_ptr<int64_t>(), tiles.size(1), box.data_ptr<int64_t>(),
                blend_src.data_ptr<int64_t>(), blend_w.data_ptr<float>()};
-  check_plan_cpu(p, n, h, w);
+  if (!plan_is_valid(p, n, h, w)) {
+    flags.fill_(kFlagBadPlan);
+    return {out.zero_(), flags};
+  }
   if (c == 0) {  // nothing to compare: an empty image never differs
     flags.zero_();
     return {out, flags};
