@@ -61,7 +61,8 @@ main_job() {
 whole_suite() {
     local xdist=()
     "$py" -c "import xdist" 2>/dev/null && xdist=(-n "${PYTEST_WORKERS:-8}")
-    "$py" -m pytest -q -rs -p no:cacheprovider "${xdist[@]}" --maxfail=30 tests
+    # -v: each test's outcome is printed as it ends, so a run stopped at its limit still names its failures.
+    "$py" -m pytest -v -rfs --tb=short -p no:cacheprovider "${xdist[@]}" --maxfail=30 tests
 }
 
 export py work
