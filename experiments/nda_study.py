@@ -202,7 +202,7 @@ def report(results_file, out, readme, plan):
                 study_readme.replace_block(f.read(), "")
             except study_readme.MarkersMissing as exc:
                 raise click.UsageError("--readme: %s %s" % (readme, exc))
-    path = study_report.write_report(results_file, out)
+    path = study_report.write_report(results_file, out, study=study)
     click.echo("wrote %s" % path)
     if readme is not None:
         changed = study_readme.update_readme(readme, results_file, study, out)

@@ -1,14 +1,15 @@
 """The README's view of the study: a block between two marker lines, rewritten by ``report --readme``.
 
-The block holds how far each part of the plan is, and per part the table at the last evaluated
-kimg, the sentences for the Frechet distance and the plots (images from the report's folder).
+The block holds how far each part of the plan is, what the rule fixed before the study gives
+(study_verdict), and per part the table at the last evaluated kimg, the sentences for the
+Frechet distance and the plots (images from the report's folder).
 Like the report it depends only on the results file and the plan, so the same file gives the same
 bytes; the text around the markers (the conclusion, written by people) is never touched.
 """
 
 import os
 
-from experiments import study_report
+from experiments import study_report, study_verdict
 from experiments.study_plan import FD_METRIC
 from experiments.study_results import index_results, read_results
 
@@ -57,6 +58,7 @@ def block(results_path, study, image_dir):
     out = [BEGIN, "", progress_line(study, metrics, diverged, promotions), ""]
     report_md = "/".join([image_dir, "nda-study.md"]) if image_dir else "nda-study.md"
     out += ["The whole report, with every run and every comparison: [`%s`](%s)." % (report_md, report_md), ""]
+    out += study_verdict.lines(study_verdict.verdict(results_path, study))
     for name, data in study_report.part_data(metrics, diverged).items():
         keys = data.report_keys()
         out += ["#### Part `%s`" % name, ""]

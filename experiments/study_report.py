@@ -112,8 +112,9 @@ def plot_name(part, rk):
     return "nda-study-%s-%s.png" % (part, slug)
 
 
-def build_report(results_path, title=RESULTS_TITLE):
-    """``(markdown text, {png file name: bytes})``."""
+def build_report(results_path, title=RESULTS_TITLE, study=None):
+    """``(markdown text, {png file name: bytes})``; with the plan (``study``) the report also
+    says what the rule fixed before the study gives (study_verdict)."""
     records, bad = read_results(results_path)
     metrics, diverged, promotions = index_results(records)
     parts = part_data(metrics, diverged)
@@ -129,6 +130,10 @@ def build_report(results_path, title=RESULTS_TITLE):
               "; %d unreadable line%s ignored" % (bad, "" if bad == 1 else "s") if bad else "",
               study_stats.BOOTSTRAP_SAMPLES), ""]
     images = {}
+    if study is not None:
+        from experiments import study_verdict  # late: it reads this module's PartData
+
+        out += [line.replace("#### ", "## ", 1) for line in study_verdict.lines(study_verdict.verdict(results_path, study))]
     for name in names:
         out += _part_section(parts[name], images)
     if promotions:
@@ -277,12 +282,12 @@ def _promotion_lines(record):
         record.get("rule", ""), table), ""]
 
 
-def write_report(results_path, out_dir, markdown_name="nda-study.md"):
+def write_report(results_path, out_dir, markdown_name="nda-study.md", study=None):
     """Write the Markdown and the PNGs into ``out_dir`` (each file atomically); returns the
     Markdown's path."""
     from nda_stylegan.fileio import atomic_write
 
-    text, images = build_report(results_path)
+    text, images = build_report(results_path, study=study)
     os.makedirs(out_dir, exist_ok=True)
     for name, data in sorted(images.items()):
         with atomic_write(os.path.join(out_dir, name), "wb") as f:

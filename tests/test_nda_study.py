@@ -615,8 +615,12 @@ def test_report_rewrites_only_the_readme_block_and_the_same_file_gives_the_same_
                                                                       "nda-study-main-fdl0_10k_full.png").exists()
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == ["baseline", "nda-weighted", "reweight-only"]
-    sentences = [line for line in text.splitlines() if line.startswith("- ")]
+    sentences = [line for line in text.splitlines() if line.startswith("- `")]
     assert len(sentences) == 2 and all("Frechet distance" in line for line in sentences)
+    # The rule's section: nda-weighted is 2.0 worse, so no NDA arm wins and nothing is recommended.
+    assert "**Provisional**: 7 planned runs are not finished yet" in text
+    assert "NDA arms that beat the baseline with both intervals excluding zero: none." in text
+    assert "- Recommendation: none; the paper's defaults stay" in text
     # No markers: one error line, exit 2, and nothing is written (not even the report).
     bare = tmp_path / "bare.md"
     bare.write_text("# No block here\n")
