@@ -12,7 +12,12 @@ import math
 import click
 
 LOSS_CLASS = "nda_stylegan.loss.NDALoss"
+# The defaults of the NDA options (with spec.DEFAULT_SPEC, what --nda=default makes): the paper's
+# until the README's study "Does NDA help?" concludes otherwise by its rule
+# (tests/test_defaults_follow_study.py checks them against the committed results).
 DEFAULT_LAMBDA = 0.25
+DEFAULT_MODE = "weighted"
+DEFAULT_START_KIMG = 0.0
 MODES = ("weighted", "mixture", "reweight")
 OFF_WORDS = ("none", "off")
 LOSS_CHOICES = ("auto", "logistic", "hinge")
@@ -35,6 +40,12 @@ def _check_start(ctx, param, value):
     return value
 
 
+def _default_spec():
+    from .spec import DEFAULT_SPEC  # late: the spec module is cheap, but keep import of this module light
+
+    return DEFAULT_SPEC
+
+
 class NDAPlugin(object):
     """Options and config rewrite of nda_stylegan (docs/contracts.md section 3)."""
 
@@ -45,18 +56,19 @@ class NDAPlugin(object):
         return [
             click.Option(["--nda"], type=str, default=None, metavar="SPEC",
                          help="Negative data augmentation: negatives for D, e.g. 'jigsaw' or "
-                              "'jigsaw(k=4):3,stitch'  [default: off]"),
+                              "'jigsaw(k=4):3,stitch'; 'default' is '%s'  [default: off]" % _default_spec()),
             click.Option(["--nda-lambda"], type=float, default=None, metavar="FLOAT", callback=_check_lambda,
                          help="Weight of G's fakes in D's fake term, in (0, 1]; negatives get 1 - lambda  "
                               "[default: %g]" % DEFAULT_LAMBDA),
             click.Option(["--nda-mode"], type=click.Choice(MODES), default=None,
                          help="weighted: extra D pass on negatives; mixture: negatives replace part of "
                               "the fake batch; reweight (without --nda): a study's control, fakes scaled "
-                              "by lambda and no negatives  [default: weighted]"),
+                              "by lambda and no negatives  [default: %s]" % DEFAULT_MODE),
             click.Option(["--nda-loss"], type=click.Choice(LOSS_CHOICES), default=None,
                          help="Loss of the NDA term; auto = the host's logistic  [default: auto]"),
             click.Option(["--nda-start-kimg"], type=float, default=None, metavar="FLOAT", callback=_check_start,
-                         help="Switch NDA on only after this many kimg (a warm-up without it)  [default: 0]"),
+                         help="Switch NDA on only after this many kimg (a warm-up without it)  [default: %g]"
+                              % DEFAULT_START_KIMG),
         ]
 
     def option_names(self):
@@ -85,7 +97,7 @@ class NDAPlugin(object):
             return None
         lam = options.get("nda_lambda")
         lam = DEFAULT_LAMBDA if lam is None else _check_lambda(None, None, float(lam))
-        mode = mode or "weighted"
+        mode = mode or DEFAULT_MODE
         if mode not in MODES:
             raise click.BadParameter("%r is not one of %s" % (mode, ", ".join(MODES)), param_hint="'--nda-mode'")
         loss = options.get("nda_loss") or "auto"
@@ -96,7 +108,7 @@ class NDAPlugin(object):
             raise click.UsageError("--nda-loss=%s needs --nda-mode=weighted: in mixture mode negatives take the "
                                    "host's own logistic fake loss" % loss)
         start = options.get("nda_start_kimg")
-        start = 0.0 if start is None else _check_start(None, None, float(start))
+        start = DEFAULT_START_KIMG if start is None else _check_start(None, None, float(start))
         if mode == "reweight":
             if spec is not None:
                 raise click.UsageError("--nda-mode=reweight makes no negatives; drop --nda (reweight is the control "
@@ -105,8 +117,9 @@ class NDAPlugin(object):
                 raise click.UsageError("--nda-loss has no effect with --nda-mode=reweight (there is no NDA term)")
             slug = "reweight"
         else:
-            from .spec import parse_spec, spec_slug  # late: parsing loads the negatives' registry
+            from .spec import parse_spec, resolve_spec, spec_slug  # late: parsing loads the negatives' registry
 
+            spec = resolve_spec(spec)  # the config records the negatives, not the word 'default'
             try:
                 parse_spec(spec)
                 slug = spec_slug(spec)

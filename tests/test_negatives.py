@@ -116,6 +116,23 @@ def test_broken_third_party_entry_points_give_clear_errors(monkeypatch):
         available_negatives(refresh=True)
 
 
+def test_spec_words_are_never_negatives(monkeypatch):
+    from importlib import metadata
+
+    from nda_stylegan.spec import DEFAULT_SPEC, parse_spec
+
+    eps = {registry.ENTRY_POINT_GROUP: [_FakeEP(name, object) for name in ("default", "None", "off")]}
+    monkeypatch.setattr(metadata, "entry_points", lambda: eps)
+    try:
+        assert available_negatives(refresh=True) == ALL  # a plugin naming one of them is skipped
+        assert parse_spec("default") == parse_spec(DEFAULT_SPEC) == parse_spec(" DEFAULT ")
+        with pytest.raises(ValueError, match="unknown negative 'off'"):
+            parse_spec("off")
+    finally:
+        monkeypatch.undo()
+        available_negatives(refresh=True)
+
+
 def test_registry_falls_back_to_builtins_without_metadata(monkeypatch):
     from importlib import metadata
 

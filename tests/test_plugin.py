@@ -77,6 +77,20 @@ def test_rewrite_wraps_the_host_loss_and_keeps_its_kwargs():
     assert config["batch_size"] == 8
 
 
+def test_default_spec_word_is_resolved_into_the_config(monkeypatch):
+    from nda_stylegan import spec
+
+    config, desc = rewrite(["--nda=default"])
+    assert config["loss_kwargs"]["nda_spec"] == spec.DEFAULT_SPEC  # the run records negatives, not the word
+    assert desc == "nda-" + spec.spec_slug(spec.DEFAULT_SPEC)
+    # The config keeps what 'default' meant when the run started, whatever it means later.
+    monkeypatch.setattr(spec, "DEFAULT_SPEC", "cutout(size=0.25)")
+    config, desc = rewrite(["--nda=Default"])
+    assert config["loss_kwargs"]["nda_spec"] == "cutout(size=0.25)" and desc == "nda-cutout_size0.25"
+    code, out, _ = parse(["--help"])
+    assert code == 0 and "'default' is" in out
+
+
 def test_rewrite_with_all_options_and_parameterised_slug():
     config, desc = rewrite(["--nda=jigsaw(k=4):3,cutout", "--nda-lambda=0.5", "--nda-mode=mixture", "--nda-loss=auto"])
     assert desc.startswith("nda-jigsaw") and "cutout" in desc and "(" not in desc and "," not in desc

@@ -6,13 +6,15 @@ A third-party package adds a negative with one line in its setup.py::
 
 where ``Blur`` subclasses :class:`nda_stylegan.negatives.base.Negative`. The built-in
 negatives are found even when the package metadata is absent (e.g. running from a checkout);
-an entry point never replaces a built-in of the same name.
+an entry point never replaces a built-in of the same name, and the names ``default``, ``none``
+and ``off`` are words of the spec language, never negatives.
 """
 
 import importlib
 
 ENTRY_POINT_GROUP = "nda_stylegan.negatives"
 BUILTIN_NEGATIVES = ("jigsaw", "stitch", "mixup", "cutout", "cutmix", "rotate", "mosaic")
+RESERVED_NAMES = ("default", "none", "off")  # spec words (--nda=default, --nda=none): never a negative
 
 _cache = {}
 
@@ -43,6 +45,8 @@ def _loaders(refresh=False):
     if refresh or "loaders" not in _cache:
         loaders = {}
         for ep in _entry_points():
+            if ep.name.strip().lower() in RESERVED_NAMES:
+                continue  # the spec language gives these words their own meaning (spec.resolve_spec)
             loaders.setdefault(ep.name, ep.load)
         for name in BUILTIN_NEGATIVES:
             loaders[name] = _builtin_loader(name)
