@@ -113,16 +113,20 @@ def test_upfirdn2d_cuda_matches_reference_over_parameter_grid():
 def test_upfirdn2d_cuda_64bit_index_branch():
     # The kernel takes 64-bit indices only when an index could pass 2^31: past 2^31 elements
     # (8 GiB of float32), or upsampled coordinates past 2^30, which a huge down reaches on a
-    # small tensor (one output sample per row). Both branches must give the reference's values.
+    # small tensor (one output sample per row). The wrapper caps such a down at the padded extent
+    # (the same output), so the op is called directly; it must give the reference's values.
     from training.ops.upfirdn2d import upfirdn2d
 
     x = randn(2, 3, 16, 16, dtype=torch.float64, seed=11, device=CUDA)
     f = randn(3, 3, dtype=torch.float64, seed=12, device=CUDA)
-    for kw in (dict(down=(1_200_000_000, 1)), dict(down=(1, 1_200_000_000), padding=(1, 2, 3, 0)),
-               dict(up=2, down=(1_100_000_000, 3), padding=1)):
-        out = upfirdn2d(x, f, impl="kernel", **kw)
-        ref = upfirdn2d(x, f, impl="reference", **kw)
-        assert out.shape == ref.shape and 1 in out.shape[2:], kw
+    upfirdn2d(x, f, impl="kernel")  # builds and loads the op library
+    # (upx, upy, downx, downy, padx0, padx1, pady0, pady1)
+    for cfg in ((1, 1, 1_200_000_000, 1, 0, 0, 0, 0), (1, 1, 1, 1_200_000_000, 1, 2, 3, 0),
+                (2, 2, 1_100_000_000, 3, 1, 1, 1, 1)):
+        upx, upy, downx, downy, px0, px1, py0, py1 = cfg
+        out = torch.ops.nda_upfirdn2d.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, False, 1.0)
+        ref = upfirdn2d(x, f, up=(upx, upy), down=(downx, downy), padding=(px0, px1, py0, py1), impl="reference")
+        assert out.shape == ref.shape and 1 in out.shape[2:], cfg
         torch.testing.assert_close(out, ref, rtol=1e-11, atol=1e-11)
 
 

@@ -121,6 +121,21 @@ def test_upfirdn2d_kernel_gradients_first_and_second_order(up, down, pad, taps):
     upfirdn2d_gradients("cpu", up, down, pad, taps, tol=1e-12)
 
 
+def test_upfirdn2d_down_past_the_padded_extent_matches_the_reference():
+    # The CPU kernel keeps a buffer per phase of down: a huge factor (one output sample per row)
+    # ran out of memory before the wrapper capped it at the padded extent.
+    x = seeded_randn(2, 3, 16, 16).requires_grad_(True)
+    f = seeded_randn(3, 3, seed=2)
+    for kw in (dict(down=(1_200_000_000, 1)), dict(down=(1, 1_200_000_000), padding=(1, 2, 3, 0)),
+               dict(up=2, down=(1_100_000_000, 3), padding=1), dict(down=15), dict(down=14)):
+        out = upfirdn2d(x, f, impl="kernel", **kw)
+        ref = upfirdn2d(x, f, impl="reference", **kw)
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(out)
+        torch.testing.assert_close(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0],
+                                   rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("impl", ["reference", "kernel"])
 def test_upfirdn2d_semantics_impulse_response_and_helpers(impl):
     # An impulse comes out as the filter itself (true convolution), or flipped with flip_filter.

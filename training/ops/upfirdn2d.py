@@ -113,6 +113,10 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="au
                              "use less cropping or a smaller filter" % (axis, size * u + p0 + p1, k))
     if f.device != x.device:
         f = f.to(x.device)
+    # A down factor past the padded extent keeps output 0 alone, as any larger one does: capped
+    # there, the CPU kernel (a buffer per phase of down) never allocates for a huge factor.
+    downx = min(downx, x.shape[3] * upx + padx0 + padx1 - fw + 1)
+    downy = min(downy, x.shape[2] * upy + pady0 + pady1 - fh + 1)
     if kernels.use_kernel("upfirdn2d", impl, x, KERNEL_DTYPES):
         if f.dim() == 1:
             # Separable: horizontal pass (with the gain), then vertical pass.
