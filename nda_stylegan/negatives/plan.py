@@ -21,8 +21,9 @@ Per image, three stages are applied in order:
 
 Applying also returns ``flags[n]``: bit 0 set when the output differs from ``images[n]``
 anywhere (a negative equal to its source is not a negative), bit 1 set when the output holds
-a non-finite value. (The CUDA kernel also sets bit 2 for an image whose plan breaks
-:meth:`TilePlan.check`'s conditions; ``apply_plan`` then raises, so no returned flags hold it.)
+a non-finite value. (The kernels also set bit 2, FLAG_BAD_PLAN, when the plan breaks
+:meth:`TilePlan.check`'s conditions: the CPU kernel on every image, the CUDA kernel on each image
+whose plan is bad. ``apply_plan`` then raises, so the flags it returns never hold it.)
 """
 
 import torch
