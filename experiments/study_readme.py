@@ -35,19 +35,35 @@ def finished(study, part, arm, seed, metrics, diverged):
     return all((part.name, arm, seed, k, m.name) in metrics for k in part.eval_kimg for m in study.metrics)
 
 
-def progress_line(study, metrics, diverged, promotions):
+def part_progress(study, metrics, diverged, promotions):
+    """``[(part name, finished runs, planned runs)]``, then the runs still waiting for the
+    promotion (0 once it is recorded, or without one)."""
     counts = []
     for part in study.parts:
         runs = planned_runs(study, part, promotions)
         done = sum(1 for arm, seed in runs if finished(study, part, arm, seed, metrics, diverged))
-        counts.append("`%s` %d of %d runs" % (part.name, done, len(runs)))
+        counts.append((part.name, done, len(runs)))
     pr = study.promotion
-    waiting = ""
+    waiting = 0
     if pr is not None and pr.source_part not in promotions:
-        waiting = (" (%s get%s the arm `%s` once part `%s` is finished and promoted: %d more runs)"
-                   % (" and ".join("`%s`" % t for t in pr.target_parts), "" if len(pr.target_parts) > 1 else "s",
-                      pr.target_arm, pr.source_part, sum(len(study.part(t).seeds) for t in pr.target_parts)))
-    return "Finished so far: %s%s." % (", ".join(counts), waiting)
+        waiting = sum(len(study.part(t).seeds) for t in pr.target_parts)
+    return counts, waiting
+
+
+def runs_left(study, metrics, diverged, promotions):
+    counts, waiting = part_progress(study, metrics, diverged, promotions)
+    return sum(planned - done for _, done, planned in counts) + waiting
+
+
+def progress_line(study, metrics, diverged, promotions):
+    counts, waiting = part_progress(study, metrics, diverged, promotions)
+    text = ", ".join("`%s` %d of %d runs" % c for c in counts)
+    if waiting:
+        pr = study.promotion
+        text += (" (%s get%s the arm `%s` once part `%s` is finished and promoted: %d more runs)"
+                 % (" and ".join("`%s`" % t for t in pr.target_parts), "" if len(pr.target_parts) > 1 else "s",
+                    pr.target_arm, pr.source_part, waiting))
+    return "Finished so far: %s." % text
 
 
 def block(results_path, study, image_dir):
@@ -58,7 +74,7 @@ def block(results_path, study, image_dir):
     out = [BEGIN, "", progress_line(study, metrics, diverged, promotions), ""]
     report_md = "/".join([image_dir, "nda-study.md"]) if image_dir else "nda-study.md"
     out += ["The whole report, with every run and every comparison: [`%s`](%s)." % (report_md, report_md), ""]
-    out += study_verdict.lines(study_verdict.verdict(results_path, study))
+    out += study_verdict.lines(study_verdict.verdict(study, metrics, diverged, promotions))
     for name, data in study_report.part_data(metrics, diverged).items():
         keys = data.report_keys()
         out += ["#### Part `%s`" % name, ""]

@@ -133,7 +133,8 @@ def build_report(results_path, title=RESULTS_TITLE, study=None):
     if study is not None:
         from experiments import study_verdict  # late: it reads this module's PartData
 
-        out += [line.replace("#### ", "## ", 1) for line in study_verdict.lines(study_verdict.verdict(results_path, study))]
+        out += [line.replace("#### ", "## ", 1)
+                for line in study_verdict.lines(study_verdict.verdict(study, metrics, diverged, promotions))]
     for name in names:
         out += _part_section(parts[name], images)
     if promotions:

@@ -55,11 +55,25 @@ def format_number(fmt, value):
 MIN_PAIRED_SEEDS = 3
 
 
+def excluded_side(differences):
+    """``(sign, bootstrap (mean, low, high), t (mean, low, high))``: sign is +1 or -1 when both
+    intervals exclude zero on that side over at least MIN_PAIRED_SEEDS differences, else 0."""
+    boot = paired_bootstrap(differences)
+    t = t_interval(differences)
+    sign = 0
+    if len(differences) >= MIN_PAIRED_SEEDS:
+        if boot[1] > 0 and t[1] > 0:
+            sign = 1
+        elif boot[2] < 0 and t[2] < 0:
+            sign = -1
+    return sign, boot, t
+
+
 def verdict(arm, baseline, label, fmt, lower_is_better, differences):
     """One plain sentence on ``arm`` vs ``baseline`` from the per-seed differences: a difference
     is called distinguishable from noise only when the paired bootstrap interval and the paired
     t-interval both exclude zero, over at least MIN_PAIRED_SEEDS seeds."""
-    mean, low, high = paired_bootstrap(differences)
+    sign, (mean, low, high), (_, tlow, thigh) = excluded_side(differences)
     n = len(differences)
     if float(fmt % mean) == 0:
         direction, amount = "about the same as", ""
@@ -71,8 +85,7 @@ def verdict(arm, baseline, label, fmt, lower_is_better, differences):
         arm, baseline, label, amount, direction, baseline, n, "" if n == 1 else "s")
     if n < MIN_PAIRED_SEEDS:
         return head + "; too few paired seeds to tell signal from noise (a verdict needs %d)." % MIN_PAIRED_SEEDS
-    _, tlow, thigh = t_interval(differences)
     ci = "95%% bootstrap CI %s to %s, paired t CI %s to %s" % tuple(format_number(fmt, v) for v in (low, high, tlow, thigh))
-    if (low > 0 and tlow > 0) or (high < 0 and thigh < 0):
+    if sign:
         return "%s (%s); both intervals exclude zero: distinguishable from noise." % (head, ci)
     return "%s (%s); an interval includes zero: not distinguishable from noise." % (head, ci)

@@ -70,35 +70,29 @@ def _fd_key():
 def compare(data, arm, kimg, rk):
     """``Comparison`` of ``arm`` with the part's baseline at ``kimg`` (None without paired seeds)."""
     base, other = data.values(data.baseline, kimg, rk), data.values(arm, kimg, rk)
-    seeds = sorted(set(base) & set(other))
-    diffs = [other[s] - base[s] for s in seeds]
+    diffs = [other[s] - base[s] for s in sorted(set(base) & set(other))]
     if not diffs:
         return None
-    mean, low, high = study_stats.paired_bootstrap(diffs)
-    wins = False
-    if len(diffs) >= study_stats.MIN_PAIRED_SEEDS:
-        _, tlow, thigh = study_stats.t_interval(diffs)
-        wins = (high < 0 and thigh < 0) if rk.lower_is_better else (low > 0 and tlow > 0)
-    return Comparison(arm, mean, len(diffs), wins)
+    sign, (mean, _, _), _ = study_stats.excluded_side(diffs)
+    return Comparison(arm, mean, len(diffs), sign == (-1 if rk.lower_is_better else 1))
 
 
-def verdict(results_path, study):
-    """The rule's outcome on the results so far; None when the plan lacks the rule's parts."""
-    from experiments.study_readme import finished, planned_runs
+def verdict_of_file(results_path, study):
+    """:func:`verdict` of a results file."""
+    records, _ = read_results(results_path)
+    return verdict(study, *index_results(records))
+
+
+def verdict(study, metrics, diverged, promotions):
+    """The rule's outcome on the results so far (index_results' three indexes); None when the
+    plan lacks the rule's parts."""
+    from experiments.study_readme import runs_left
     from experiments.study_runner import arms_of
 
     names = study.part_names()
     if RULE.source_part not in names or RULE.confirm_part not in names:
         return None
-    records, _ = read_results(results_path)
-    metrics, diverged, promotions = index_results(records)
-    left = 0
-    for part in study.parts:
-        left += sum(1 for arm, seed in planned_runs(study, part, promotions)
-                    if not finished(study, part, arm, seed, metrics, diverged))
-    pr = study.promotion
-    if pr is not None and pr.source_part not in promotions:
-        left += sum(len(study.part(t).seeds) for t in pr.target_parts)
+    left = runs_left(study, metrics, diverged, promotions)
     parts = study_report.part_data(metrics, diverged)
     source = parts.get(RULE.source_part)
     if source is None or source.baseline is None or source.final_kimg is None:

@@ -11,6 +11,8 @@ import math
 
 import click
 
+from .spec import DEFAULT_SPEC  # the spec module loads the negatives' registry only when parsing
+
 LOSS_CLASS = "nda_stylegan.loss.NDALoss"
 # The defaults of the NDA options (with spec.DEFAULT_SPEC, what --nda=default makes): the paper's
 # until the README's study "Does NDA help?" concludes otherwise by its rule
@@ -40,12 +42,6 @@ def _check_start(ctx, param, value):
     return value
 
 
-def _default_spec():
-    from .spec import DEFAULT_SPEC  # late: the spec module is cheap, but keep import of this module light
-
-    return DEFAULT_SPEC
-
-
 class NDAPlugin(object):
     """Options and config rewrite of nda_stylegan (docs/contracts.md section 3)."""
 
@@ -56,7 +52,7 @@ class NDAPlugin(object):
         return [
             click.Option(["--nda"], type=str, default=None, metavar="SPEC",
                          help="Negative data augmentation: negatives for D, e.g. 'jigsaw' or "
-                              "'jigsaw(k=4):3,stitch'; 'default' is '%s'  [default: off]" % _default_spec()),
+                              "'jigsaw(k=4):3,stitch'; 'default' is '%s'  [default: off]" % DEFAULT_SPEC),
             click.Option(["--nda-lambda"], type=float, default=None, metavar="FLOAT", callback=_check_lambda,
                          help="Weight of G's fakes in D's fake term, in (0, 1]; negatives get 1 - lambda  "
                               "[default: %g]" % DEFAULT_LAMBDA),

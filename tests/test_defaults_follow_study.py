@@ -37,7 +37,7 @@ def same(a, b):
 
 
 def test_the_nda_defaults_are_what_the_committed_study_gives():
-    verdict = study_verdict.verdict(RESULTS, STUDY)
+    verdict = study_verdict.verdict_of_file(RESULTS, STUDY)
     want, have = expected_defaults(verdict), current_defaults()
     assert same(have, want), ("the NDA defaults %r differ from what the study's rule gives, %r: update "
                               "spec.DEFAULT_SPEC and plugin.DEFAULT_* (and the README's conclusion)" % (have, want))

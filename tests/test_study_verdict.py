@@ -33,7 +33,7 @@ def test_the_largest_winning_improvement_is_recommended_and_the_limited_part_mak
     main = {"baseline": 0.0, "nda-weighted": -2.0, "nda-jigsaw": -4.0, "reweight-only": -9.0, "nda-off": -9.0}
     path = results(tmp_path, main, {"baseline": 0.0, "nda-jigsaw": -3.0})
     study = plan(list(main), ["baseline", "nda-jigsaw"])
-    v = study_verdict.verdict(path, study)
+    v = study_verdict.verdict_of_file(path, study)
     # reweight-only and --nda=none won by more, but make no negatives: they are not NDA settings.
     assert [c.arm for c in v.winners] == ["nda-jigsaw", "nda-weighted"]
     assert v.recommended == "nda-jigsaw" and v.options == ("--nda=jigsaw", "--nda-mode=weighted")
@@ -49,7 +49,7 @@ def test_the_largest_winning_improvement_is_recommended_and_the_limited_part_mak
 def test_a_winner_that_fails_in_the_limited_part_stays_a_recommendation(tmp_path):
     main = {"baseline": 0.0, "nda-jigsaw": -4.0}
     path = results(tmp_path, main, {"baseline": 0.0, "nda-jigsaw": 0.0})
-    v = study_verdict.verdict(path, plan(list(main), list(main)))
+    v = study_verdict.verdict_of_file(path, plan(list(main), list(main)))
     assert v.recommended == "nda-jigsaw" and not v.confirmed.wins and not v.default
     assert "it stays a recommendation, and the paper's defaults stay the defaults" in "\n".join(study_verdict.lines(v))
 
@@ -57,7 +57,7 @@ def test_a_winner_that_fails_in_the_limited_part_stays_a_recommendation(tmp_path
 def test_a_winner_not_run_with_limited_data_is_not_a_default_and_unfinished_runs_are_provisional(tmp_path):
     main = {"baseline": 0.0, "nda-jigsaw": -4.0}
     path = results(tmp_path, main, {"baseline": 0.0})
-    v = study_verdict.verdict(path, plan(list(main), ["baseline", "nda-weighted"]))
+    v = study_verdict.verdict_of_file(path, plan(list(main), ["baseline", "nda-weighted"]))
     assert v.recommended == "nda-jigsaw" and v.confirmed is None and not v.default
     assert not v.complete and v.runs_left == 5  # limited/nda-weighted, 5 seeds
     text = "\n".join(study_verdict.lines(v))
@@ -69,7 +69,7 @@ def test_a_winner_not_run_with_limited_data_is_not_a_default_and_unfinished_runs
 def test_no_winner_when_worse_or_with_too_few_seeds(tmp_path, shift, seeds):
     main = {"baseline": 0.0, "nda-jigsaw": shift}
     path = results(tmp_path, main, {"baseline": 0.0}, seeds=seeds)
-    v = study_verdict.verdict(path, plan(list(main), ["baseline"], seeds=tuple(seeds)))
+    v = study_verdict.verdict_of_file(path, plan(list(main), ["baseline"], seeds=tuple(seeds)))
     assert v.winners == () and v.recommended is None and not v.default
     assert "- Recommendation: none; the paper's defaults stay" in "\n".join(study_verdict.lines(v))
 
@@ -86,4 +86,4 @@ def test_a_plan_without_the_rules_parts_has_no_verdict(tmp_path):
     synthetic_results(path)
     study = study_plan.study_from_dict({"parts": {"main": {"kimg": 50, "snap": 5, "eval_kimg": [50], "seeds": [0],
                                                            "arms": [["baseline", []]]}}})
-    assert study_verdict.verdict(path, study) is None and study_verdict.lines(None) == []
+    assert study_verdict.verdict_of_file(path, study) is None and study_verdict.lines(None) == []
