@@ -50,6 +50,22 @@ def test_preview_of_builtin_images(tmp_path):
     assert sorted(map(tuple, sources.reshape(-1, 3))) == sorted(map(tuple, jigsaw.reshape(-1, 3)))
 
 
+def test_preview_frames_in_red_only_the_negatives_equal_to_their_source():
+    from nda_stylegan.cli_preview import MASKED_COLOUR, preview_rows
+
+    rng = np.random.default_rng(1)
+    sources = rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    sources[1] = 128  # a flat image: its jigsaw is itself, so it is masked out in training
+    rows = preview_rows(sources, "jigsaw", seed=0)
+    assert len(rows) == 2
+    jigsaw = rows[1]
+    for i in range(3):
+        border = np.concatenate([jigsaw[i, 0], jigsaw[i, -1], jigsaw[i, :, 0], jigsaw[i, :, -1]])
+        framed = bool((border == MASKED_COLOUR).all())
+        assert framed == (i == 1), i
+    assert (jigsaw[1, 1:-1, 1:-1] == 128).all()  # the frame covers the border only
+
+
 def write_images(folder, count, size=20):
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)

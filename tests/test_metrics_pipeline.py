@@ -212,6 +212,22 @@ def test_swd_metric_needs_no_detector_and_is_deterministic(tmp_path, monkeypatch
     assert worse["swd_avg"] > a["swd_avg"] > 0
 
 
+def test_swd_uses_2048_images_unless_told_otherwise(tmp_path, monkeypatch):
+    from metrics import swd as swd_module
+
+    counts = []
+
+    def fake_compute_swd(opts, num_images, **_kwargs):
+        counts.append(num_images)
+        return {16: 1.0}, 1.0
+
+    monkeypatch.setattr(swd_module, "compute_swd", fake_compute_swd)
+    _run("swd", None, False)
+    _run("swd", None, False, num_images=64)
+    assert counts == [2048, 64]
+    assert "2048 images" in dict(registry.describe_metrics())["swd"]  # what calc_metrics.py lists
+
+
 def test_report_metric_appends_host_format_json_lines(tmp_path, capsys):
     result = dict(results={"fid50k_full": 1.5}, metric="fid50k_full", total_time=2.0, total_time_str="2s", num_gpus=1)
     snapshot = tmp_path / "network-snapshot-000010.pkl"

@@ -69,6 +69,29 @@ def test_discriminator_loss_is_the_weighted_sum(kind):
     assert torch.allclose(loss1, expected1, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["lsgan", "logistic", "hinge"])
+def test_one_score_per_image_works_like_a_score_map(kind):
+    torch.manual_seed(0)
+    inputs, targets = paired_faces(8)
+    patch_d, G = TinyPatchGAN(), TinyUNet()
+
+    def D(x, y):  # [N, 1]: one score per image
+        return patch_d(x, y).mean((2, 3))
+
+    fakes = G(inputs).detach()
+    nda = TranslationNDA("jigsaw", nda_lambda=0.4, loss=kind)
+    loss, _ = nda.discriminator_loss(D, inputs, targets, fakes, generator=torch.Generator().manual_seed(2))
+    negatives, _ = nda.negative_targets(targets, torch.Generator().manual_seed(2))
+    assert D(inputs, targets).shape == (8, 1)
+    expected = (real_loss(D(inputs, targets), kind).mean() + 0.4 * fake_loss(D(inputs, fakes), kind).mean()
+                + 0.6 * fake_loss(D(inputs, negatives), kind).mean())
+    assert torch.allclose(loss, expected, atol=1e-6)
+    generated = G(inputs)
+    scores = D(inputs, generated)
+    want = -scores.mean() if kind == "hinge" else real_loss(scores, kind).mean()
+    assert torch.allclose(nda.generator_loss(D, inputs, generated), want, atol=1e-6)
+
+
 def test_generator_loss_never_sees_negatives():
     inputs, targets = paired_faces(4)
     D, G = TinyPatchGAN(), TinyUNet()
