@@ -192,7 +192,7 @@ def check_fork(kind, checkout, work, report, env):
     report.check(helped.returncode == 0 and not missing,
                  "%s: train.py --help lists %s%s" % (kind, ", ".join(NDA_OPTIONS), " (missing: %s)" % missing if missing else ""))
 
-    code, text, plain = dry_run(root, kind, data, outdir, env)
+    code, text, _options = dry_run(root, kind, data, outdir, env)
     report.check(code == 0 and text == before_text,
                  "%s: without --nda the patched fork's dry run prints exactly what the unpatched one did" % kind)
 
