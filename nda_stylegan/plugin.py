@@ -14,9 +14,9 @@ import click
 from .spec import DEFAULT_SPEC  # the spec module loads the negatives' registry only when parsing
 
 LOSS_CLASS = "nda_stylegan.loss.NDALoss"
-# The defaults of the NDA options (with spec.DEFAULT_SPEC, what --nda=default makes): the paper's
-# until the README's study "Does NDA help?" concludes otherwise by its rule
-# (tests/test_defaults_follow_study.py checks them against the committed results).
+# The defaults of the NDA options (with spec.DEFAULT_SPEC, what --nda=default makes): what the
+# README's study "Does NDA help?" recommends by its rule, which for these three are the paper's
+# values (tests/test_defaults_follow_study.py checks them against the committed results).
 DEFAULT_LAMBDA = 0.25
 DEFAULT_MODE = "weighted"
 DEFAULT_START_KIMG = 0.0
