@@ -15,15 +15,13 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 
+from experiments.study_runner import git_state  # noqa: E402
 from nda_stylegan.fileio import atomic_write_text  # noqa: E402
 
 
 def commit_line():
-    def git(*args):
-        return subprocess.run(["git", "-C", REPO] + list(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              universal_newlines=True).stdout.strip()
-    sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    return sha + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+    commit, dirty = git_state()  # the study's own check: a growing results file is not a change
+    return commit[:7] + (" (with uncommitted changes)" if dirty else "")
 
 
 def load():
